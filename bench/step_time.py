@@ -1,0 +1,83 @@
+"""Time one training supervision step (one optimiser update) for CPU presets, as ratios in one run.
+
+Measures, on synthetic tokens, the median wall time of ``gram_pyro.train.supervision_step`` for GRAM
+and the deterministic baseline, and GRAM with the shared recursion switched off (model and guide each
+computing f_L/f_H), so the saving of the shared path is a ratio from the same run.
+
+    python bench/step_time.py [--preset cpu] [--batch 64] [--seq-len 64] [--repeats 30] [--write]
+
+``--write`` appends the table to docs/results.md with the command, machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gram_pyro import GRAM, TruncatedBalancedELBO, preset
+from gram_pyro.cli import setup_runtime
+from gram_pyro.train import OptimConfig, make_optimizer, supervision_step
+
+
+def time_steps(gram, x, y, repeats, shared=True) -> float:
+    elbo = TruncatedBalancedELBO(alpha=gram.cfg.alpha, max_plate_nesting=1)
+    opt, _ = make_optimizer(gram, OptimConfig())
+    if not shared:  # make shared_recursion a no-op: model and guide recompute the recursion
+        gram.shared_recursion = contextlib.nullcontext
+    times, carry = [], None
+    for i in range(repeats + 3):
+        t0 = time.perf_counter()
+        carry, _ = supervision_step(gram, elbo, opt, x, y, carry, i % gram.cfg.N_sup, clip=1.0)
+        if i >= 3:  # warm-up
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seq-len", type=int, default=64)
+    ap.add_argument("--vocab", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    setup_runtime()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, args.vocab, (args.batch, args.seq_len), generator=g)
+    y = torch.randint(2, args.vocab, (args.batch, args.seq_len), generator=g)
+    rows = []
+    for label, mode, shared in [("GRAM", "gram", True), ("GRAM, recursion recomputed", "gram", False),
+                                ("deterministic", "deterministic", True)]:
+        torch.manual_seed(0)
+        gram = GRAM(preset(args.preset, vocab_size=args.vocab, seq_len=args.seq_len, mode=mode))
+        ms = time_steps(gram, x, y, args.repeats, shared)
+        rows.append((label, gram.parameter_count(), ms))
+    base = rows[0][2]
+    cfg = preset(args.preset, vocab_size=args.vocab, seq_len=args.seq_len)
+    lines = [
+        f"| model | params | ms / supervision step (median of {args.repeats}) | ratio to GRAM |",
+        "|---|---|---|---|",
+        *[f"| {label} | {p:,} | {ms:.1f} | {ms / base:.2f} |" for label, p, ms in rows],
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        cmd = "python " + " ".join(sys.argv)
+        head = (f"\n## Supervision-step time, preset `{args.preset}` (D={cfg.D}, K={cfg.K}, T={cfg.T}), "
+                f"batch {args.batch}, sequence {args.seq_len}\n\n`{cmd}` — {platform.processor() or platform.machine()}, "
+                f"{torch.get_num_threads()} threads, torch {torch.__version__}, {datetime.date.today()}\n\n")
+        with open(Path(__file__).resolve().parents[1] / "docs" / "results.md", "a") as f:
+            f.write(head + table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""GRAM's objectives: the truncated per-step surrogate (Eq. 14) and the full-trajectory ELBO (Eq. 13).
+
+:class:`TruncatedBalancedELBO` is a ``TraceMeanField_ELBO`` whose KL terms are balanced (gram-paper.md
+§2.4, DreamerV2):  α·KL(sg q ‖ p) + (1−α)·KL(q ‖ sg p).  The value equals the plain KL; the prior
+receives α and the posterior (1−α) of the KL gradient.  Truncation is expressed in the program, not
+here: the model and guide mask the first T−1 transitions of each supervision step (``poutine.mask``)
+and run them without gradient, and scale latent sites by β (``poutine.scale``), so the per-step loss is
+
+    −log p_θ(y | z_T^(n)) + β · KL(q_φ(ε_T^(n) | u_T^(n), y) ‖ p_θ(ε_T^(n) | u_T^(n)))        (Eq. 14)
+
+KL is analytic where torch registers one for (posterior, prior), Monte-Carlo (log q − log p at the
+guide's sample) otherwise, e.g. for a Student-t prior.  :func:`full_trajectory_elbo` evaluates Eq. 13
+(every transition's KL, likelihood of the terminal state only) as the App. A.3 diagnostic.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions.torch_distribution import MaskedDistribution
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import TraceMeanField_ELBO
+from pyro.infer.util import is_validation_enabled, torch_item
+from pyro.poutine.util import prune_subsample_sites
+from pyro.util import warn_if_nan
+from torch.distributions import kl_divergence
+
+
+def detach_params(d: dist.Distribution) -> dist.Distribution:
+    """A copy of ``d`` whose parameters are detached (stop-gradient), through Independent/Masked wrappers."""
+    if isinstance(d, dist.Independent):
+        return dist.Independent(detach_params(d.base_dist), d.reinterpreted_batch_ndims)
+    if isinstance(d, MaskedDistribution):
+        return MaskedDistribution(detach_params(d.base_dist), d._mask)
+    params = {k: getattr(d, k).detach() for k in d.arg_constraints if k in d.__dict__}
+    return type(d)(**params, validate_args=False)
+
+
+def kl_term(q: dist.Distribution, p: dist.Distribution, value: torch.Tensor) -> torch.Tensor:
+    """KL(q ‖ p): analytic when registered, else the one-sample estimate log q(value) − log p(value)."""
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        return q.log_prob(value) - p.log_prob(value)
+
+
+def balanced_kl(q: dist.Distribution, p: dist.Distribution, value: torch.Tensor, alpha: float) -> torch.Tensor:
+    """α·KL(sg q ‖ p) + (1−α)·KL(q ‖ sg p); equals KL(q ‖ p) in value (gram-paper.md §2.4)."""
+    if alpha == 1.0:
+        return kl_term(detach_params(q), p, value.detach())
+    if alpha == 0.0:
+        return kl_term(q, detach_params(p), value)
+    return alpha * kl_term(detach_params(q), p, value.detach()) + (1 - alpha) * kl_term(q, detach_params(p), value)
+
+
+class StepTerms(NamedTuple):
+    """One ELBO evaluation: the differentiable surrogate loss and its parts (floats) plus the traces."""
+
+    loss: torch.Tensor
+    nll: float
+    kl: float
+    model_trace: poutine.Trace
+    guide_trace: poutine.Trace
+
+
+class TruncatedBalancedELBO(TraceMeanField_ELBO):
+    """Eq. 14 with KL balancing; ``alpha=0.8`` as in the paper, ``alpha=0.5`` gives the unbalanced gradient.
+
+    ``loss``/``differentiable_loss``/``loss_and_grads`` work as for any Pyro ELBO (so ``pyro.infer.SVI``
+    trains GRAM); :meth:`step_terms` also returns the parts and traces for logging and for the carry.
+    """
+
+    def __init__(self, alpha: float = 0.8, **kwargs):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        super().__init__(**kwargs)
+        self.alpha = alpha
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """With validation on, Pyro's full checks; off, skip log-densities that Eq. 14 never reads.
+
+        The loss reads only the observed sites' log p and the (analytic or on-demand Monte-Carlo) KL,
+        so the lean path scores just the observed sites; both paths give the same loss (tested).
+        """
+        if is_validation_enabled():
+            return super()._get_trace(model, guide, args, kwargs)
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        model_trace = prune_subsample_sites(model_trace)
+        model_trace.compute_log_prob(site_filter=lambda name, site: site["is_observed"])
+        return model_trace, prune_subsample_sites(guide_trace)
+
+    def _terms(self, model_trace, guide_trace) -> tuple[torch.Tensor, torch.Tensor]:
+        """(−Σ log p(observed), Σ scaled and masked balanced KL) as differentiable tensors."""
+        log_lik, kl_sum = 0.0, 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"]:
+                log_lik = log_lik + site["log_prob_sum"]
+                continue
+            g = guide_trace.nodes[name]
+            if g["mask"] is False:  # truncated transition: sampled from q, no KL
+                continue
+            kl = balanced_kl(g["fn"], site["fn"], g["value"], self.alpha)
+            kl_sum = kl_sum + scale_and_mask(kl, scale=g["scale"], mask=g["mask"]).sum()
+        return -torch.as_tensor(log_lik), torch.as_tensor(kl_sum)
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        nll, kl = self._terms(model_trace, guide_trace)
+        surrogate = nll + kl
+        return torch_item(surrogate), surrogate
+
+    def step_terms(self, model, guide, *args, **kwargs) -> StepTerms:
+        """Differentiable surrogate, NLL and (β-scaled) KL of one particle, with both traces."""
+        if self.num_particles != 1:
+            raise ValueError("step_terms uses one particle; fold extra particles into the batch instead")
+        model_trace, guide_trace = next(iter(self._get_traces(model, guide, args, kwargs)))
+        nll, kl = self._terms(model_trace, guide_trace)
+        loss = nll + kl
+        warn_if_nan(loss, "loss")
+        return StepTerms(loss, torch_item(nll), torch_item(kl), model_trace, guide_trace)
+
+
+@torch.no_grad()
+def full_trajectory_elbo(gram, x: torch.Tensor, y: torch.Tensor, n_sup: int | None = None) -> dict:
+    """Eq. 13 on a whole trajectory of ``n_sup`` steps sampled from q, with the truncated surrogate beside it.
+
+    Returns per-instance means (over the batch) of: ``elbo`` = log p(y | z_{T_total}) − Σ_t KL_t,
+    ``log_lik`` (terminal), ``kl_total``, ``kl_per_transition`` (list, length n_sup·T), and
+    ``surrogate`` = mean over supervision steps of [log p(y | z_T^(n)) − KL(last transition of n)].
+    Unweighted (β = 1): this is the bound itself, not the training loss.
+    """
+    c = gram.cfg
+    n_sup = c.N_sup if n_sup is None else n_sup
+    guide_trace = poutine.trace(gram.guide).get_trace(x, y, n_sup=n_sup, beta=1.0)
+    model_trace = poutine.trace(poutine.replay(gram.model, trace=guide_trace)).get_trace(x, y, n_sup=n_sup, beta=1.0)
+    B = x.shape[0]
+    kls = torch.zeros(n_sup, c.T)
+    for n in range(n_sup):
+        for t in range(c.T):
+            name = f"eps_{n}_{t}"
+            if name in guide_trace.nodes:
+                g, m = guide_trace.nodes[name], model_trace.nodes[name]
+                kls[n, t] = kl_term(g["fn"], m["fn"], g["value"]).sum() / B
+    log_lik = torch.zeros(n_sup)
+    for n in range(n_sup):
+        site = model_trace.nodes.get(f"y_{n}")
+        if site is not None:
+            log_lik[n] = site["fn"].log_prob(y).sum() / B
+    terminal = float(log_lik[-1])
+    kl_total = float(kls.sum())
+    out = {
+        "elbo": terminal - kl_total,
+        "log_lik": terminal,
+        "kl_total": kl_total,
+        "kl_per_transition": kls.flatten().tolist(),
+    }
+    if c.deep_supervision:
+        out["surrogate"] = float((log_lik - kls[:, -1]).mean())
+    return out

@@ -1,0 +1,97 @@
+"""Test-time scaling: prior rollouts over width and depth, and trajectory selection (gram-paper.md §3).
+
+:func:`prior_rollouts` draws N trajectories per input from the prior p_θ(τ | x) — the model never sees
+y — with N folded into the batch and chunked to bound memory.  It steps one supervision step at a time
+through ``GRAM.model`` (carry in, carry out), so depth may exceed the training N_sup and optional ACT
+halting (σ(q_halt) > 0.5, §2.5) fixes each trajectory's answer at its halting step.  Selection is by
+:func:`majority_vote` or by the LPRM value, :func:`lprm_best` (§3.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pyro import poutine
+
+
+@dataclass
+class Rollouts:
+    """Prior samples for B inputs and N trajectories each.
+
+    ``answers`` [B, N, depth, L_out] decoded answer after every supervision step; ``halt_prob`` and
+    ``value`` [B, N, depth]; ``halt_step`` [B, N] the step whose answer counts (the first with
+    σ(q_halt) > 0.5 when halting, else the last); ``final`` [B, N, L_out] the answer at ``halt_step``;
+    ``final_value`` [B, N] the LPRM value there.
+    """
+
+    answers: torch.Tensor
+    halt_prob: torch.Tensor
+    value: torch.Tensor
+    halt_step: torch.Tensor
+    final: torch.Tensor
+    final_value: torch.Tensor
+
+
+@torch.no_grad()
+def prior_rollouts(
+    gram, x: torch.Tensor, num_samples: int, depth: int | None = None, halting: bool = False, chunk_size: int = 4096
+) -> Rollouts:
+    """Sample ``num_samples`` trajectories per row of ``x`` [B, seq_len] from the prior."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples (width) must be >= 1, got {num_samples}")
+    depth = gram.cfg.N_sup if depth is None else depth
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    B, N = x.shape[0], num_samples
+    flat = x.repeat_interleave(N, dim=0)  # fold width into the batch: row b*N + i is draw i of input b
+    parts = [_rollout_chunk(gram, flat[i : i + chunk_size], depth, halting) for i in range(0, len(flat), chunk_size)]
+    answers, halt_prob, value = (torch.cat(p, dim=0) for p in zip(*parts))
+    if halting:
+        fired = halt_prob > 0.5
+        halt_step = torch.where(fired.any(-1), fired.float().argmax(-1), torch.full_like(fired[:, 0], depth - 1, dtype=torch.long))
+    else:
+        halt_step = torch.full((len(flat),), depth - 1, dtype=torch.long)
+    rows = torch.arange(len(flat))
+    final, final_value = answers[rows, halt_step], value[rows, halt_step]
+    return Rollouts(
+        answers=answers.view(B, N, depth, -1),
+        halt_prob=halt_prob.view(B, N, depth),
+        value=value.view(B, N, depth),
+        halt_step=halt_step.view(B, N),
+        final=final.view(B, N, -1),
+        final_value=final_value.view(B, N),
+    )
+
+
+def _rollout_chunk(gram, x: torch.Tensor, depth: int, halting: bool):
+    answers, halts, values = [], [], []
+    carry, done = None, torch.zeros(len(x), dtype=torch.bool)
+    for n in range(depth):
+        if halting and bool(done.all()):  # every trajectory halted: repeat its last state
+            answers.append(answers[-1]), halts.append(halts[-1]), values.append(values[-1])
+            continue
+        tr = poutine.trace(gram.model).get_trace(x, None, carry=carry, n_sup=1, step_offset=n)
+        carry = tr.nodes["_RETURN"]["value"]
+        answers.append(tr.nodes[f"y_hat_{n}"]["value"])
+        halts.append(tr.nodes[f"halt_{n}"]["value"])
+        values.append(tr.nodes[f"value_{n}"]["value"])
+        done |= halts[-1] > 0.5
+    return torch.stack(answers, 1), torch.stack(halts, 1), torch.stack(values, 1)
+
+
+def majority_vote(final: torch.Tensor) -> torch.Tensor:
+    """The most frequent answer per input: [B, N, L] -> [B, L] (ties: the earliest drawn)."""
+    out = []
+    for samples in final:
+        uniq, inverse, counts = torch.unique(samples, dim=0, return_inverse=True, return_counts=True)
+        first = torch.stack([(inverse == k).nonzero()[0, 0] for k in range(len(uniq))])
+        best = max(range(len(uniq)), key=lambda k: (int(counts[k]), -int(first[k])))
+        out.append(uniq[best])
+    return torch.stack(out)
+
+
+def lprm_best(final: torch.Tensor, final_value: torch.Tensor) -> torch.Tensor:
+    """Best-of-N by the LPRM value: [B, N, L], [B, N] -> [B, L]."""
+    idx = final_value.argmax(dim=1)
+    return final[torch.arange(len(final)), idx]

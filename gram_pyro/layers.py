@@ -1,0 +1,107 @@
+"""Building blocks of f_L, f_H and the heads (gram-paper.md §1.4; TRM layout, baselines-and-data.md §1.2).
+
+Post-norm blocks with a gain-free RMSNorm: ``x = rms(x + mixer(x)); x = rms(x + SwiGLU(x))``, so every
+stack ends with an RMSNorm (gram-paper.md §7, practical warning).  The mixer is non-causal self-attention
+with RoPE, or a SwiGLU over the sequence axis (the "MLP-mixer" Sudoku core).  All modules accept any
+number of leading batch dimensions (``[..., S, D]``), so width N can be folded into the batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rms_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    return F.rms_norm(x, (x.shape[-1],), eps=eps)
+
+
+class SwiGLU(nn.Module):
+    """``w2(silu(w1 x) * w3 x)``; ``bias`` only on the output layer (used by the Gaussian heads)."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int | None = None, out_bias: bool = False):
+        super().__init__()
+        self.w13 = nn.Linear(d_in, 2 * d_hidden, bias=False)
+        self.w2 = nn.Linear(d_hidden, d_out or d_in, bias=out_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(a) * b)
+
+
+def rope_tables(S: int, head_dim: int, theta: float = 1e4) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [S, head_dim] for rotary position embedding."""
+    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    ang = torch.outer(torch.arange(S, dtype=torch.float32), inv)
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention with RoPE (no biases), via scaled_dot_product_attention."""
+
+    def __init__(self, D: int, n_heads: int, S: int):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, D // n_heads
+        self.qkv = nn.Linear(D, 3 * D, bias=False)
+        self.out = nn.Linear(D, D, bias=False)
+        cos, sin = rope_tables(S, self.head_dim)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead, (S, D) = x.shape[:-2], x.shape[-2:]
+        q, k, v = self.qkv(x.reshape(-1, S, D)).view(-1, S, 3, self.n_heads, self.head_dim).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        q, k = apply_rope(q, self.cos, self.sin), apply_rope(k, self.cos, self.sin)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.out(o.transpose(1, 2).reshape(*lead, S, D))
+
+
+class SequenceMLP(nn.Module):
+    """SwiGLU over the sequence axis (position-aware token mixing; TRM's ``mlp_t`` core)."""
+
+    def __init__(self, S: int, hidden: int):
+        super().__init__()
+        self.mlp = SwiGLU(S, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x.transpose(-1, -2)).transpose(-1, -2)
+
+
+class Block(nn.Module):
+    """Post-norm block: token mixer then SwiGLU channel MLP, each followed by a gain-free RMSNorm."""
+
+    def __init__(self, D: int, D_h: int, S: int, mixer: str, n_heads: int, seq_hidden: int):
+        super().__init__()
+        self.mixer = Attention(D, n_heads, S) if mixer == "attention" else SequenceMLP(S, seq_hidden)
+        self.mlp = SwiGLU(D, D_h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = rms_norm(x + self.mixer(x))
+        return rms_norm(x + self.mlp(x))
+
+
+class Stack(nn.Sequential):
+    """``n_layers`` blocks: the architecture shared by f_L and f_H (gram-paper.md §1.4)."""
+
+    def __init__(self, n_layers: int, **block_kwargs):
+        super().__init__(*[Block(**block_kwargs) for _ in range(n_layers)])
+
+
+def lecun_init_(module: nn.Module) -> None:
+    """Truncated LeCun-normal init of every Linear weight (TRM, baselines-and-data.md §1.2)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            std = 1.0 / math.sqrt(m.in_features)
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -1,0 +1,176 @@
+"""The truncated, balanced ELBO (Eq. 14) and the full-trajectory ELBO (Eq. 13)."""
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import TraceMeanField_ELBO
+from pyro.poutine.util import prune_subsample_sites
+from torch.distributions import kl_divergence
+
+from gram_pyro import TruncatedBalancedELBO, full_trajectory_elbo
+from gram_pyro.elbo import balanced_kl
+from tests.helpers import batch, perturb_heads, tiny
+
+
+def traces(gram, x, y, **kw):
+    gtr = poutine.trace(gram.guide).get_trace(x, y, **kw)
+    mtr = poutine.trace(poutine.replay(gram.model, trace=gtr)).get_trace(x, y, **kw)
+    mtr, gtr = prune_subsample_sites(mtr), prune_subsample_sites(gtr)
+    mtr.compute_log_prob()
+    return mtr, gtr
+
+
+def grads(loss, params):
+    return [g if g is not None else torch.zeros_like(p) for p, g in
+            zip(params, torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True))]
+
+
+@pytest.mark.parametrize("prior", ["gaussian", "student_t"])
+def test_kl_balancing_value_and_gradient_split(prior):
+    """Value = plain KL; prior gets alpha, posterior (1 - alpha) of the unbalanced gradient."""
+    alpha = 0.8
+    gram = tiny(prior=prior, sigma_init=0.3)
+    perturb_heads(gram)  # heads start identical (KL = 0 at its minimum): move them apart
+    x, y = batch()
+    mtr, gtr = traces(gram, x, y, n_sup=1)
+    q, p, z = gtr.nodes["eps_0_2"]["fn"], mtr.nodes["eps_0_2"]["fn"], gtr.nodes["eps_0_2"]["value"]
+    plain = (q.log_prob(z) - p.log_prob(z)) if prior == "student_t" else kl_divergence(q, p)
+    bal = balanced_kl(q, p, z, alpha)
+    assert torch.allclose(bal, plain, atol=1e-5)
+    prior_params = list(gram.prior.parameters())
+    post_params = list(gram.posterior.head.parameters())
+    g_plain_p, g_bal_p = grads(plain.sum(), prior_params), grads(bal.sum(), prior_params)
+    g_plain_q, g_bal_q = grads(plain.sum(), post_params), grads(bal.sum(), post_params)
+    assert any(g.abs().sum() > 0 for g in g_plain_p) and any(g.abs().sum() > 0 for g in g_plain_q)
+    for a, b in zip(g_bal_p, g_plain_p):
+        assert torch.allclose(a, alpha * b, atol=1e-6, rtol=1e-4)
+    for a, b in zip(g_bal_q, g_plain_q):
+        assert torch.allclose(a, (1 - alpha) * b, atol=1e-6, rtol=1e-4)
+
+
+def test_balanced_loss_equals_trace_mean_field_value():
+    gram = tiny()
+    x, y = batch()
+    pyro.set_rng_seed(4)
+    ours = TruncatedBalancedELBO(alpha=0.8).loss(gram.model, gram.guide, x, y, n_sup=2)
+    pyro.set_rng_seed(4)
+    theirs = TraceMeanField_ELBO().loss(gram.model, gram.guide, x, y, n_sup=2)
+    assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+def test_surrogate_is_nll_plus_beta_kl_of_last_transition_only():
+    gram = tiny(beta=0.3)
+    x, y = batch()
+    pyro.set_rng_seed(1)
+    terms = TruncatedBalancedELBO().step_terms(gram.model, gram.guide, x, y, n_sup=1)
+    mtr, gtr = terms.model_trace, terms.guide_trace
+    nll = -mtr.nodes["y_0"]["fn"].log_prob(y).sum()
+    kl = 0.3 * kl_divergence(gtr.nodes["eps_0_2"]["fn"], mtr.nodes["eps_0_2"]["fn"]).sum()
+    assert terms.loss.item() == pytest.approx((nll + kl).item(), rel=1e-6)
+    assert terms.nll == pytest.approx(nll.item(), rel=1e-6) and terms.kl == pytest.approx(kl.item(), rel=1e-6)
+    # The first T-1 transitions were sampled from q without gradient and are masked out of the KL.
+    for t in (0, 1):
+        site = gtr.nodes[f"eps_0_{t}"]
+        assert site["mask"] is False and not site["value"].requires_grad
+    assert gtr.nodes["eps_0_2"]["value"].requires_grad
+
+
+def test_no_gradient_reaches_previous_supervision_step():
+    gram = tiny()
+    x, y = batch()
+    carry0 = gram.initial_carry(x.shape[:1])
+    h = carry0.h.clone().requires_grad_(True)
+    l = carry0.l.clone().requires_grad_(True)
+    terms = TruncatedBalancedELBO().step_terms(gram.model, gram.guide, x, y, carry=type(carry0)(h, l), n_sup=1)
+    terms.loss.backward()
+    assert h.grad is None and l.grad is None
+    assert gram.f_H[0].mlp.w2.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["gram", "deterministic", "flat"])
+def test_shared_recursion_gives_the_same_loss_and_gradients(mode):
+    gram = tiny(mode=mode)
+    x, y = batch()
+    elbo = TruncatedBalancedELBO(max_plate_nesting=1)
+    params = [p for p in gram.parameters()]
+
+    def run(shared):
+        pyro.set_rng_seed(3)
+        if shared:
+            with gram.shared_recursion():
+                loss = elbo.step_terms(gram.model, gram.guide, x, y, n_sup=1).loss
+        else:
+            loss = elbo.step_terms(gram.model, gram.guide, x, y, n_sup=1).loss
+        return loss, grads(loss, params)
+
+    (l1, g1), (l2, g2) = run(True), run(False)
+    assert l1.item() == pytest.approx(l2.item(), rel=1e-6)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_shared_recursion_computes_f_L_and_f_H_once(monkeypatch):
+    gram = tiny()
+    x, y = batch()
+    calls = {"n": 0}
+    orig = gram.f_H.forward
+
+    def counting(inp):
+        calls["n"] += 1
+        return orig(inp)
+
+    monkeypatch.setattr(gram.f_H, "forward", counting)
+    with gram.shared_recursion():
+        TruncatedBalancedELBO().step_terms(gram.model, gram.guide, x, y, n_sup=1)
+    assert calls["n"] == gram.cfg.T  # one f_H call per transition, not two
+    calls["n"] = 0
+    TruncatedBalancedELBO().step_terms(gram.model, gram.guide, x, y, n_sup=1)
+    assert calls["n"] == 2 * gram.cfg.T
+
+
+def test_full_trajectory_elbo_sums_every_transition():
+    gram = tiny(T=2, N_sup=3)
+    x, y = batch()
+    out = full_trajectory_elbo(gram, x, y)
+    assert len(out["kl_per_transition"]) == 6
+    assert out["kl_total"] == pytest.approx(sum(out["kl_per_transition"]), rel=1e-5)
+    assert out["elbo"] == pytest.approx(out["log_lik"] - out["kl_total"], rel=1e-6)
+    assert all(k >= 0 for k in out["kl_per_transition"])
+    assert out["elbo"] <= 0
+
+
+def test_full_elbo_matches_surrogate_with_one_transition():
+    gram = tiny(T=1, N_sup=1)
+    x, y = batch()
+    pyro.set_rng_seed(5)
+    out = full_trajectory_elbo(gram, x, y)
+    assert out["surrogate"] == pytest.approx(out["elbo"], rel=1e-5)
+
+
+def test_beta_scales_the_kl_in_model_and_guide():
+    gram = tiny()
+    x, y = batch()
+    elbo = TruncatedBalancedELBO()
+    pyro.set_rng_seed(2)
+    a = elbo.step_terms(gram.model, gram.guide, x, y, n_sup=1, beta=1.0)
+    pyro.set_rng_seed(2)
+    b = elbo.step_terms(gram.model, gram.guide, x, y, n_sup=1, beta=0.25)
+    assert b.kl == pytest.approx(0.25 * a.kl, rel=1e-5)
+    assert b.nll == pytest.approx(a.nll, rel=1e-6)
+
+
+def test_lean_trace_path_without_validation_gives_the_same_loss():
+    gram = tiny(prior="student_t")  # exercises the Monte-Carlo KL too
+    perturb_heads(gram)
+    x, y = batch()
+    elbo = TruncatedBalancedELBO()
+    pyro.set_rng_seed(9)
+    checked = elbo.loss(gram.model, gram.guide, x, y, n_sup=2)
+    pyro.enable_validation(False)
+    try:
+        pyro.set_rng_seed(9)
+        lean = elbo.loss(gram.model, gram.guide, x, y, n_sup=2)
+    finally:
+        pyro.enable_validation(True)
+    assert lean == pytest.approx(checked, rel=1e-6)
