@@ -123,8 +123,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str, **overrides: Any) -> GRAMConfig:
-    """Build a config from a named preset plus keyword overrides (unknown names raise ValueError)."""
+def paper_beta(task: str) -> float | None:
+    """The paper's β for a task name (``nqueens-8``, ``sudoku-9`` -> ``sudoku``), or None if it has none."""
+    family = task.rsplit("-", 1)[0] if task.rsplit("-", 1)[-1].isdigit() else task
+    return PAPER_BETA.get(task, PAPER_BETA.get(family))
+
+
+def preset(name: str, task: str | None = None, **overrides: Any) -> GRAMConfig:
+    """Build a config from a named preset plus keyword overrides (unknown names raise ValueError).
+
+    With ``task`` and a ``paper*`` preset, β defaults to the paper's value for that task (§2.4).
+    """
+    if name.startswith("paper") and task is not None and "beta" not in overrides and paper_beta(task) is not None:
+        overrides["beta"] = paper_beta(task)
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(GRAMConfig)}

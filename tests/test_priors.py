@@ -68,3 +68,4 @@ def test_user_prior_by_registration_instance_and_subclass():
 def test_unknown_prior_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown prior 'nope'"):
         tiny(prior="nope")
+

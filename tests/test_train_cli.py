@@ -1,0 +1,76 @@
+"""Trainer pieces (EMA, deep supervision) and the command line."""
+
+import json
+
+import pytest
+import torch
+
+from gram_pyro.cli import main
+from gram_pyro.train import EMA, OPTIM_PRESETS, OptimConfig, fit
+from tests.helpers import tiny
+
+
+def toy_data(B=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(2, 5, (B, 5), generator=g)
+    return x, x[:, :4] + 1
+
+
+def test_ema_tracks_the_average_and_leaves_it_in_the_model():
+    gram = tiny(N_sup=1, T=1, K=1)
+    before = {k: v.clone() for k, v in gram.state_dict().items()}
+    ema = EMA(gram, 0.5)
+    with torch.no_grad():
+        gram.decoder.weight.add_(1.0)
+    ema.update(gram)
+    assert torch.allclose(ema.shadow["decoder.weight"], before["decoder.weight"] + 0.5)
+    x, y = toy_data()
+    fit(gram, x, y, num_batches=2, oc=OptimConfig(batch_size=8, ema_decay=0.99))
+    assert torch.equal(gram.z0, before["z0"])  # the fixed initial state is never averaged away
+    assert not torch.equal(gram.decoder.weight, before["decoder.weight"])
+
+
+def test_paper_optimiser_preset_matches_the_paper():
+    oc = OPTIM_PRESETS["paper"]
+    assert (oc.lr, oc.weight_decay, oc.clip, oc.batch_size, oc.ema_decay) == (1e-4, 1.0, 1.0, 768, 0.9999)
+
+
+@pytest.mark.parametrize("deep_supervision,updates", [(True, 3), (False, 1)])
+def test_one_update_per_supervision_step_and_one_without_deep_supervision(monkeypatch, deep_supervision, updates):
+    x, y = toy_data()
+    calls = []
+    orig = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (calls.append(1), orig(self, *a, **k))[1])
+    fit(tiny(N_sup=3, deep_supervision=deep_supervision), x, y, num_batches=1, oc=OptimConfig(batch_size=16))
+    assert len(calls) == updates
+
+
+def test_cli_tasks_and_data_stats(capsys):
+    assert main(["tasks"]) == 0
+    assert "toy-perm-4" in capsys.readouterr().out
+    assert main(["data", "toy-perm-4", "--stats"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["train_inputs"] + stats["test_inputs"] == 184
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(capsys):
+    assert main(["data", "no-such-task"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gram: error: unknown task 'no-such-task'") and err.count("\n") == 1
+
+
+def test_cli_demo_runs_end_to_end(capsys):
+    assert main(["demo", "--batches", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "-ELBO surrogate" in out and "deterministic" in out and "coverage" in out
+
+
+def test_paper_preset_takes_the_task_beta():
+    from gram_pyro.config import preset
+
+    assert preset("paper", task="nqueens-8").beta == 0.07
+    assert preset("paper-sudoku", task="sudoku-9").beta == 0.1
+    assert preset("paper", task="sudoku-gen-9").beta == 0.05
+    assert preset("paper", task="graph-coloring-10", beta=0.2).beta == 0.2
+    with pytest.raises(ValueError, match="unknown config key"):
+        preset("cpu", bogus=1)
