@@ -183,7 +183,7 @@ class GRAM(nn.Module):
                         if not c.stochastic:
                             return None
                         with poutine.mask(mask=last), poutine.scale(scale=beta):
-                            return pyro.sample(name, site_dist(u, n * c.T + t))
+                            return pyro.sample(name, site_dist(u, n * c.T + t, last))
 
                     with torch.set_grad_enabled(grad and last):
                         carry = self.transition(carry, e_x, draw, key=(n, t))
@@ -206,7 +206,8 @@ class GRAM(nn.Module):
                 pyro.sample(f"y_{n}", dist.Categorical(logits=logits).to_event(1), obs=y)
 
         beta = c.beta if beta is None else beta
-        return self._trajectory(x, carry, n_sup, step_offset, beta, self.transition_prior, observe)
+        prior = lambda u, t, last: self.transition_prior(u, t)  # noqa: E731
+        return self._trajectory(x, carry, n_sup, step_offset, beta, prior, observe)
 
     def guide(self, x, y, carry=None, n_sup=None, step_offset=0, beta=None):
         """q_φ(τ | x, y): the same transitions with ε from the posterior, which also sees y."""
@@ -217,9 +218,13 @@ class GRAM(nn.Module):
             pyro.module(self.pyro_name, self)
             return None
         e_y = self.posterior.target_embedding(y)
-        return self._trajectory(
-            x, carry, n_sup, step_offset, beta, lambda u, t: self.posterior(u, e_y), lambda n, z: None
-        )
+
+        def site_dist(u, t, last):  # truncated transitions may be drawn from the prior (docs/model.md)
+            if last or c.truncated_from == "posterior":
+                return self.posterior(u, e_y)
+            return self.transition_prior(u, t)
+
+        return self._trajectory(x, carry, n_sup, step_offset, beta, site_dist, lambda n, z: None)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,20 +1,28 @@
-"""Training with deep supervision: one optimiser update per supervision step (gram-paper.md §2.3, App. C.1.1).
+"""One training update with deep supervision (gram-paper.md §2.3, App. C.1.1), and its ingredients.
 
-Each update minimises the truncated surrogate (Eq. 14, :class:`~gram_pyro.elbo.TruncatedBalancedELBO`)
-plus the auxiliary heads' losses on the detached state: the halt head (BCE to "the decoded answer is
-exactly y", §2.5) and the LPRM value head (squared error to the same 0/1 reward, Eq. 16).  Both heads
-are fitted on the posterior (guide) rollout that training already computes, so they cost no extra
-forward pass; their gradients cannot reach the recursive core because they read a detached h.
+Each optimiser update minimises, per instance, the truncated surrogate (Eq. 14,
+:class:`~gram_pyro.elbo.TruncatedBalancedELBO`) plus the auxiliary heads' losses on the detached
+state: the halt head (BCE to the reward, §2.5) and the LPRM value head (squared error, Eq. 16).  The
+reward is 1 when the decoded answer is right: exact match with y by default, or a task verifier passed
+as ``reward_fn`` (multi-answer tasks).  Both heads are fitted on the posterior (guide) rollout that
+training already computes — no extra forward pass — and read a detached h, so their gradients never
+reach the recursive core.
+
+:class:`StepLoss` is that update's loss as an ``nn.Module`` (what DistributedDataParallel wraps), and
+:class:`BatchNoise` draws the guide's noise for the whole global batch from an explicit generator, so
+a run's randomness depends on the seed and step only — not on the number of processes or on resuming.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from pyro.distributions import Independent, Normal
+from pyro.poutine.messenger import Messenger
+from torch import nn
 
 from gram_pyro.elbo import TruncatedBalancedELBO
 from gram_pyro.model import GRAM, Carry
@@ -25,7 +33,7 @@ class OptimConfig:
     """AdamW, warm-up, clipping and EMA settings (gram-paper.md §7; betas (0.9, 0.95) as TRM, ❓ in GRAM).
 
     ``ema_decay`` > 0 keeps an exponential moving average of the weights, updated after every optimiser
-    step; :func:`fit` leaves the EMA weights in the model at the end (the paper evaluates with them).
+    step; evaluation and the final model use the EMA weights (the paper evaluates with them).
     """
 
     lr: float = 1e-3
@@ -36,6 +44,14 @@ class OptimConfig:
     batch_size: int = 64
     ema_decay: float = 0.0
 
+    def __post_init__(self):
+        if not self.lr > 0 or self.weight_decay < 0 or not self.clip > 0 or self.warmup < 0:
+            raise ValueError("need lr > 0, weight_decay >= 0, clip > 0 and warmup >= 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+
 
 OPTIM_PRESETS = {
     # gram-paper.md §7: AdamW lr 1e-4, weight decay 1.0, clip 1.0, batch 768, EMA 0.9999; warm-up as TRM.
@@ -45,119 +61,84 @@ OPTIM_PRESETS = {
 
 
 class EMA:
-    """Exponential moving average of a module's parameters and buffers (float tensors only)."""
+    """Exponential moving average of a module's floating-point parameters and buffers."""
 
-    def __init__(self, module: torch.nn.Module, decay: float):
+    def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
         self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
 
     @torch.no_grad()
-    def update(self, module: torch.nn.Module) -> None:
+    def update(self, module: nn.Module) -> None:
         for k, v in module.state_dict().items():
             if k in self.shadow:
                 self.shadow[k].lerp_(v, 1.0 - self.decay)
 
-    def copy_to(self, module: torch.nn.Module) -> None:
+    def copy_to(self, module: nn.Module) -> None:
         module.load_state_dict(self.shadow, strict=False)
 
 
 def make_optimizer(gram: GRAM, oc: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with a linear warm-up to a constant learning rate (TRM's schedule)."""
     opt = torch.optim.AdamW(gram.parameters(), lr=oc.lr, weight_decay=oc.weight_decay, betas=oc.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, oc.warmup)))
     return opt, sched
 
 
-def aux_loss(gram: GRAM, h: torch.Tensor, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Halt BCE + LPRM squared error on the detached state, reward = exact match of ŷ with y."""
-    reward = (y_hat == y).all(-1).float()
-    halt = F.binary_cross_entropy_with_logits(gram.halt_logit(h), reward)
-    return halt + F.mse_loss(gram.value(h), reward)
+def exact_match(x: torch.Tensor, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Default reward: 1 where the decoded answer equals the training target."""
+    return (y_hat == y).all(-1).float()
 
 
-def supervision_step(
-    gram: GRAM,
-    elbo: TruncatedBalancedELBO,
-    opt: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    carry: Carry | None,
-    n: int,
-    clip: float,
-) -> tuple[Carry, dict[str, float]]:
-    """One optimiser update for supervision step ``n`` (all N_sup steps at once without deep supervision)."""
-    n_sup = 1 if gram.cfg.deep_supervision else gram.cfg.N_sup
-    with gram.shared_recursion():
-        terms = elbo.step_terms(gram.model, gram.guide, x, y, carry=carry, n_sup=n_sup, step_offset=n)
-    carry = terms.model_trace.nodes["_RETURN"]["value"]
-    last = n + n_sup - 1
-    y_hat = terms.model_trace.nodes[f"y_hat_{last}"]["value"]
-    aux = aux_loss(gram, carry.h, y_hat, y)
-    loss = (terms.loss + aux) / x.shape[0]
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(gram.parameters(), clip)
-    opt.step()
-    B = x.shape[0]
-    return carry, {
-        "loss": terms.nll / B + terms.kl / B,
-        "nll": terms.nll / B,
-        "kl": terms.kl / B,
-        "aux": float(aux.detach()) / B,
-        "grad_norm": float(grad_norm),
-        "posterior_acc": float((y_hat == y).all(-1).float().mean()),
-    }
+class BatchNoise(Messenger):
+    """Draw the guide's Normal noise for rows ``[offset, offset + B)`` of a ``global_batch`` from ``generator``.
 
-
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator:
-    """Endless shuffled minibatches (the last partial batch of each epoch is dropped when possible)."""
-    n = len(x)
-    bs = min(batch_size, n)
-    while True:
-        perm = torch.randperm(n, generator=generator)
-        for i in range(0, n - bs + 1, bs):
-            idx = perm[i : i + bs]
-            yield x[idx], y[idx]
-
-
-def fit(
-    gram: GRAM,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_batches: int,
-    oc: OptimConfig = OptimConfig(),
-    augment: Callable | None = None,
-    on_log: Callable[[dict], None] | None = None,
-    seed: int = 0,
-) -> list[dict]:
-    """Train for ``num_batches`` batches of N_sup supervision steps each; returns per-batch means.
-
-    ``augment(x, y) -> (x, y)`` is applied to each batch; ``on_log(record)`` receives every record.
+    Reparameterised exactly as ``rsample`` (value = loc + scale·noise).  Every process draws the same
+    global noise and keeps its rows, so 1 and k processes see identical noise for the same global batch.
     """
-    elbo = TruncatedBalancedELBO(alpha=gram.cfg.alpha, max_plate_nesting=1)
-    opt, sched = make_optimizer(gram, oc)
-    gen = torch.Generator().manual_seed(seed)
-    ema = EMA(gram, oc.ema_decay) if oc.ema_decay > 0 else None
-    history = []
-    steps = gram.cfg.N_sup if gram.cfg.deep_supervision else 1
-    gram.train()
-    for b, (xb, yb) in zip(range(num_batches), batches(x, y, oc.batch_size, gen)):
-        if augment is not None:
-            xb, yb = augment(xb, yb)
-        carry, recs = None, []
-        for n in range(steps):
-            carry, rec = supervision_step(gram, elbo, opt, xb, yb, carry, n, oc.clip)
-            sched.step()
-            if ema is not None:
-                ema.update(gram)
-            recs.append(rec)
-        record = {"batch": b, **{k: sum(r[k] for r in recs) / len(recs) for k in recs[0]}}
-        record["final_posterior_acc"] = recs[-1]["posterior_acc"]
-        if not all(math.isfinite(v) for v in record.values()):
-            raise FloatingPointError(f"non-finite loss at batch {b}: {record}")
-        history.append(record)
-        if on_log is not None:
-            on_log(record)
-    if ema is not None:
-        ema.copy_to(gram)
-    gram.eval()
-    return history
+
+    def __init__(self, generator: torch.Generator, global_batch: int, offset: int = 0):
+        super().__init__()
+        self.generator, self.global_batch, self.offset = generator, global_batch, offset
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["is_observed"] or msg["value"] is not None:
+            return
+        fn = msg["fn"]
+        base = fn.base_dist if isinstance(fn, Independent) else fn
+        if not isinstance(base, Normal):
+            return
+        shape = fn.batch_shape + fn.event_shape
+        noise = torch.randn((self.global_batch, *shape[1:]), generator=self.generator, device=base.loc.device)
+        msg["value"] = base.loc + base.scale * noise[self.offset : self.offset + shape[0]]
+
+
+class StepLoss(nn.Module):
+    """The loss of one supervision-step update, per instance; ``forward`` is what DDP wraps."""
+
+    def __init__(self, gram: GRAM, alpha: float):
+        super().__init__()
+        self.gram = gram
+        self.elbo = TruncatedBalancedELBO(alpha=alpha, max_plate_nesting=1)
+
+    def forward(self, x, y, carry: Carry | None, n: int, reward_fn: Callable = exact_match):
+        """Returns (loss, stats dict of floats, next carry, decoded answer of the step)."""
+        gram = self.gram
+        n_sup = 1 if gram.cfg.deep_supervision else gram.cfg.N_sup
+        with gram.shared_recursion():
+            terms = self.elbo.step_terms(gram.model, gram.guide, x, y, carry=carry, n_sup=n_sup, step_offset=n)
+        carry = terms.model_trace.nodes["_RETURN"]["value"]
+        y_hat = terms.model_trace.nodes[f"y_hat_{n + n_sup - 1}"]["value"]
+        reward = reward_fn(x, y_hat, y).to(carry.h.dtype)
+        aux = F.binary_cross_entropy_with_logits(gram.halt_logit(carry.h), reward)
+        aux = aux + F.mse_loss(gram.value(carry.h), reward)
+        B = x.shape[0]
+        loss = terms.loss / B + aux
+        stats = {
+            "loss": (terms.nll + terms.kl) / B,
+            "nll": terms.nll / B,
+            "kl": terms.kl / B,
+            "aux": float(aux.detach()),
+            "posterior_acc": float(reward.mean()),
+        }
+        return loss, stats, carry, y_hat
+

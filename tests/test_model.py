@@ -153,3 +153,16 @@ def test_attention_and_mlp_mixers_accept_folded_leading_dims():
         gram = tiny(mixer=mixer)
         h = torch.randn(2, 3, gram.cfg.S, gram.cfg.D)
         assert gram.f_H(h).shape == h.shape
+
+
+def test_truncated_transitions_can_be_drawn_from_the_prior():
+    gram = tiny(truncated_from="prior")
+    perturb_heads(gram)
+    x, y = batch()
+    gtr = poutine.trace(gram.guide).get_trace(x, y, n_sup=1)
+    mtr = poutine.trace(poutine.replay(gram.model, trace=gtr)).get_trace(x, y, n_sup=1)
+    for t in (0, 1):  # masked: the guide's distribution is the model's prior
+        g, m = gtr.nodes[f"eps_0_{t}"]["fn"].base_dist, mtr.nodes[f"eps_0_{t}"]["fn"].base_dist
+        assert torch.equal(g.loc, m.loc) and torch.equal(g.scale, m.scale)
+    g, m = gtr.nodes["eps_0_2"]["fn"].base_dist, mtr.nodes["eps_0_2"]["fn"].base_dist
+    assert not torch.equal(g.loc, m.loc)  # the last transition sees y

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gram_pyro.cli import main
-from gram_pyro.train import EMA, OPTIM_PRESETS, OptimConfig, fit
+from gram_pyro.train import EMA, OPTIM_PRESETS, OptimConfig
+from gram_pyro.trainer import fit
 from tests.helpers import tiny
 
 

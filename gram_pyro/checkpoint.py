@@ -1,0 +1,69 @@
+"""Crash-safe checkpoints (gram-paper.md App. B.1: z_0 is part of the checkpoint).
+
+A checkpoint is a dict of tensors and plain containers — model and guide weights (one ``state_dict``:
+they live in one module, z_0 included as a buffer), optimiser, scheduler, EMA, counters, RNG states,
+the run configuration and its identity hash, and a format version — so ``torch.load(weights_only=True)``
+reads it and loading never executes pickled code.  Writes go to a temporary file in the same folder,
+are fsynced, then renamed over the old file: a crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A missing, truncated, foreign or mismatched checkpoint: the message is one line."""
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def save(path: str | Path, state: dict[str, Any]) -> None:
+    atomic_write_bytes(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def load(path: str | Path, identity: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; refuse a wrong format, or a different run identity when ``identity`` is given."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable gram_pyro checkpoint (truncated or foreign): "
+                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if not isinstance(state, dict) or "format" not in state:
+        raise CheckpointError(f"{path} is not a gram_pyro checkpoint (no format field)")
+    if state["format"] != FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {state['format']}, this version reads {FORMAT}")
+    if identity is not None and state.get("identity") != identity:
+        raise CheckpointError(f"{path} was written for a different task or model configuration "
+                              f"(identity {state.get('identity')} != {identity})")
+    return state

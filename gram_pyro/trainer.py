@@ -1,0 +1,234 @@
+"""The training loop: deep supervision, EMA, logs, evaluation, checkpoints, resume, multi-process (§2.3, §7).
+
+Per batch the trainer makes one optimiser update per supervision step (N_sup updates; one without deep
+supervision), detaching the carry between steps.  All training randomness is a function of the seed
+and the counters — batch order (per epoch), augmentation (per batch) and the guide's noise (per update,
+:class:`~gram_pyro.train.BatchNoise`) — so a resumed run reproduces an uninterrupted one exactly, and k
+processes reproduce one process on the same global batch.  Multi-process training uses
+``torch.distributed`` with ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA), launched by
+``torchrun``; only rank 0 writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyro
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from gram_pyro import checkpoint
+from gram_pyro.elbo import full_trajectory_elbo
+from gram_pyro.model import GRAM
+from gram_pyro.train import EMA, BatchNoise, OptimConfig, StepLoss, exact_match, make_optimizer
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (seed, stream, counter)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class Trainer:
+    """Train ``gram`` on tensors ``x`` [n, seq_len], ``y`` [n, L_out].
+
+    Optional: ``augment(x, y, rng)`` on numpy arrays; ``reward_fn(x, y_hat, y)`` for the halt/LPRM heads;
+    ``evaluate(gram) -> dict`` called every ``eval_every`` batches with the EMA weights (prior-rollout
+    metrics); ``log_path`` (JSONL, one record per update and per evaluation); ``checkpoint_path`` written
+    every ``checkpoint_every`` batches; ``config``/``identity`` stored in checkpoints; ``on_batch(record)``.
+    """
+
+    def __init__(self, gram: GRAM, x: torch.Tensor, y: torch.Tensor, oc: OptimConfig, *, seed: int = 0,
+                 augment: Callable | None = None, reward_fn: Callable = exact_match,
+                 evaluate: Callable[[GRAM], dict] | None = None, eval_every: int = 0,
+                 log_path: str | Path | None = None, checkpoint_path: str | Path | None = None,
+                 checkpoint_every: int = 0, config: dict | None = None, identity: str | None = None,
+                 on_batch: Callable[[dict], None] | None = None, progress: bool = False,
+                 device: str | torch.device = "cpu", bf16: bool = False):
+        self.device = torch.device(device)
+        self.gram = gram.to(self.device)
+        self.x, self.y = x, y
+        self.oc, self.seed = oc, seed
+        self.augment, self.reward_fn, self.evaluate = augment, reward_fn, evaluate
+        self.eval_every, self.checkpoint_every = eval_every, checkpoint_every
+        self.log_path = Path(log_path) if log_path else None
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.config, self.identity = config, identity
+        self.on_batch, self.progress, self.bf16 = on_batch, progress, bf16 and self.device.type == "cuda"
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        self.global_batch = min(oc.batch_size, len(x))
+        if self.global_batch % self.world:
+            raise ValueError(f"batch size {self.global_batch} is not divisible by {self.world} processes")
+        self.step_loss = StepLoss(self.gram, gram.cfg.alpha)
+        self.module = self.step_loss
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.module = torch.nn.parallel.DistributedDataParallel(self.step_loss, device_ids=ids)
+        self.opt, self.sched = make_optimizer(self.gram, oc)
+        self.ema = EMA(self.gram, oc.ema_decay) if oc.ema_decay > 0 else None
+        self.batch = 0  # batches completed
+        self.step = 0  # optimiser updates completed
+        self.batch_records: list[dict] = []
+
+    # ------------------------------------------------------------------ data
+    def batch_rows(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's rows of global batch ``b``: a seeded permutation per epoch, augmentation per batch."""
+        n, B = len(self.x), self.global_batch
+        per_epoch = n // B
+        epoch, i = divmod(b, per_epoch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.seed, 1, epoch)))
+        idx = perm[i * B : (i + 1) * B]
+        xb, yb = self.x[idx], self.y[idx]
+        if self.augment is not None:
+            xa, ya = self.augment(xb.numpy(), yb.numpy(), np.random.default_rng([self.seed, 2, b]))
+            xb, yb = torch.as_tensor(xa), torch.as_tensor(ya)
+        local = B // self.world
+        rows = slice(self.rank * local, (self.rank + 1) * local)
+        return xb[rows].to(self.device), yb[rows].to(self.device)
+
+    # ------------------------------------------------------------------ training
+    def _update(self, xb, yb, carry, n: int):
+        gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, 3, self.step))
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with BatchNoise(gen, self.global_batch, self.rank * len(xb)), autocast:
+            loss, stats, carry, _ = self.module(xb, yb, carry, n, self.reward_fn)
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"non-finite loss at update {self.step} (batch {self.batch}, step {n})")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.gram.parameters(), self.oc.clip))
+        stats["lr"] = self.sched.get_last_lr()[0]
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update(self.gram)
+        if self.world > 1:  # log global means, as one process would
+            vals = torch.tensor([stats[k] for k in ("loss", "nll", "kl", "aux", "posterior_acc")], dtype=torch.float64)
+            dist.all_reduce(vals)
+            stats.update(zip(("loss", "nll", "kl", "aux", "posterior_acc"), (vals / self.world).tolist()))
+        self.step += 1
+        return carry, stats
+
+    def run(self, num_batches: int) -> None:
+        """Train until ``num_batches`` batches are complete in total (a resumed run continues the count)."""
+        self.gram.train()
+        steps = self.gram.cfg.N_sup if self.gram.cfg.deep_supervision else 1
+        bar = tqdm(total=num_batches, initial=self.batch, desc="train", disable=not self.progress or self.rank)
+        while self.batch < num_batches:
+            xb, yb = self.batch_rows(self.batch)
+            carry, recs, t0 = None, [], time.perf_counter()
+            for n in range(steps):
+                carry, stats = self._update(xb, yb, carry, n)
+                rec = {"kind": "train", "step": self.step - 1, "batch": self.batch, "n": n,
+                       "beta": self.gram.cfg.beta, **stats}
+                recs.append(rec)
+                self._log(rec)
+            summary = {"batch": self.batch, "seconds": time.perf_counter() - t0,
+                       **{k: float(np.mean([r[k] for r in recs])) for k in ("loss", "nll", "kl", "aux", "grad_norm")},
+                       "final_posterior_acc": recs[-1]["posterior_acc"]}
+            self.batch_records.append(summary)
+            self.batch += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{summary['loss']:.4f}", kl=f"{summary['kl']:.4f}")
+            if self.on_batch is not None and self.rank == 0:
+                self.on_batch(summary)
+            last = self.batch == num_batches
+            if self.evaluate is not None and (last or (self.eval_every and self.batch % self.eval_every == 0)):
+                self.eval_record()
+            if self.checkpoint_path and (last or (self.checkpoint_every and self.batch % self.checkpoint_every == 0)):
+                self.save()
+        bar.close()
+        self.gram.eval()
+
+    # ------------------------------------------------------------------ evaluation
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Temporarily load the EMA weights into the model (a no-op without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        backup = {k: v.clone() for k, v in self.gram.state_dict().items()}
+        self.ema.copy_to(self.gram)
+        try:
+            yield
+        finally:
+            self.gram.load_state_dict(backup)
+
+    def eval_record(self) -> dict:
+        """Prior-rollout metrics (``evaluate``) and the full ELBO (Eq. 13) next to the surrogate, rank 0 only."""
+        if self.rank:
+            return {}
+        rec = {"kind": "eval", "step": self.step, "batch": self.batch - 1}
+        pyro.set_rng_seed(derive_seed(self.seed, 4, self.step) % 2**32)
+        self.gram.eval()
+        with self.ema_weights(), torch.no_grad():
+            rows = slice(0, min(64, len(self.x)))
+            full = full_trajectory_elbo(self.gram, self.x[rows].to(self.device), self.y[rows].to(self.device))
+            rec.update(elbo_full=full["elbo"], elbo_surrogate=full.get("surrogate"),
+                       kl_per_transition=full["kl_per_transition"])
+            rec.update(self.evaluate(self.gram))
+        self.gram.train()
+        self._log(rec)
+        return rec
+
+    def _log(self, rec: dict) -> None:
+        if self.log_path is not None and self.rank == 0:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "identity": self.identity, "config": self.config, "batch": self.batch, "step": self.step,
+            "model": self.gram.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(), "ema": None if self.ema is None else self.ema.shadow,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def save(self) -> None:
+        if self.rank == 0:
+            checkpoint.save(self.checkpoint_path, self.state_dict())
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Load a checkpoint and drop log lines written after it (they are replayed exactly)."""
+        state = checkpoint.load(path or self.checkpoint_path, identity=self.identity, map_location=self.device)
+        self.gram.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"].items()}
+        self.batch, self.step = state["batch"], state["step"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if self.log_path is not None and self.log_path.exists() and self.rank == 0:
+            kept = [line for line in self.log_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["batch"] < self.batch]
+            checkpoint.atomic_write_text(self.log_path, "".join(line + "\n" for line in kept))
+
+    def finalize(self) -> None:
+        """Leave the EMA weights in the model (what evaluation and the final checkpoint's users see)."""
+        if self.ema is not None:
+            self.ema.copy_to(self.gram)
+        self.gram.eval()
+
+
+def fit(gram: GRAM, x: torch.Tensor, y: torch.Tensor, num_batches: int, oc: OptimConfig = OptimConfig(),
+        augment: Callable | None = None, on_log: Callable[[dict], None] | None = None, seed: int = 0,
+        reward_fn: Callable = exact_match) -> list[dict]:
+    """Train in memory (no files) for ``num_batches`` batches; returns one summary record per batch.
+
+    ``augment(x, y, rng) -> (x, y)`` on numpy arrays; ``on_log(record)`` sees every batch summary.  The
+    model holds the EMA weights afterwards when ``oc.ema_decay`` > 0.
+    """
+    trainer = Trainer(gram, x, y, oc, seed=seed, augment=augment, reward_fn=reward_fn, on_batch=on_log)
+    trainer.run(num_batches)
+    trainer.finalize()
+    return trainer.batch_records

@@ -1,0 +1,190 @@
+"""Training runtime: configs, exact resume, crash safety, multi-process equivalence, evaluation."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gram_pyro import checkpoint
+from gram_pyro.cli import api
+from gram_pyro.runconfig import ConfigError, build_run_config
+from gram_pyro.train import BatchNoise, OptimConfig
+from gram_pyro.trainer import Trainer
+from tests.helpers import tiny
+
+SIZES = {"vocab_size": 6, "seq_len": 4, "out_len": 4}
+TRAIN = ["--task", "toy-perm-4", "--preset", "cpu-tiny", "--quiet", "--set", "train.eval_every=0"]
+
+
+def gram_cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "gram_pyro.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def train_records(run: Path):
+    lines = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r["grad_norm"]) for r in lines if r["kind"] == "train"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAM_CACHE", str(tmp_path / "cache"))
+
+
+def test_run_config_presets_overrides_and_errors():
+    cfg = build_run_config("nqueens-8", SIZES, "cpu", ["model.D=32", "optim.lr=1e-2", "train.augment=false"])
+    assert (cfg.model.D, cfg.optim.lr, cfg.train.augment, cfg.model.seq_len) == (32, 1e-2, False, 4)
+    assert build_run_config("nqueens-8", SIZES, "paper").model.beta == 0.07
+    with pytest.raises(ConfigError, match="unknown config key model.bogus"):
+        build_run_config("nqueens-8", SIZES, "cpu", ["model.bogus=1"])
+    with pytest.raises(ConfigError, match="model.D expects int, got 'big'"):
+        build_run_config("nqueens-8", SIZES, "cpu", ["model.D=big"])
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        build_run_config("nqueens-8", SIZES, "nope")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        build_run_config("nqueens-8", SIZES, "cpu", ["D=3"])
+    with pytest.raises(ConfigError, match="train.batches must be >= 1"):
+        build_run_config("nqueens-8", SIZES, "cpu", ["train.batches=0"])
+    with pytest.raises(ConfigError, match="model.seq_len"):
+        build_run_config("nqueens-8", SIZES, "cpu", ["model.seq_len=9"])
+
+
+def test_batch_noise_is_the_same_whatever_the_partition():
+    loc, scale = torch.zeros(4, 3), torch.ones(4, 3)
+    import pyro
+    import pyro.distributions as dist
+
+    def draw(offset, rows):
+        with BatchNoise(torch.Generator().manual_seed(1), 4, offset):
+            with pyro.plate("i", rows):
+                return pyro.sample("e", dist.Normal(loc[:rows], scale[:rows]).to_event(1))
+
+    full = draw(0, 4)
+    assert torch.equal(torch.cat([draw(0, 2), draw(2, 2)]), full)
+
+
+def _trainer(tmp_path, gram=None, **kw):
+    x = torch.randint(2, 5, (48, 5), generator=torch.Generator().manual_seed(0))
+    gram = gram or tiny(N_sup=2, T=2, K=1)
+    return Trainer(gram, x, x[:, :4] + 1, OptimConfig(batch_size=16, ema_decay=0.9), seed=3,
+                   log_path=tmp_path / "h.jsonl", checkpoint_path=tmp_path / "c.pt", identity="t", **kw)
+
+
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):
+    torch.manual_seed(0)
+    a = _trainer(tmp_path / "a", gram=tiny(N_sup=2, T=2, K=1, seed=1))
+    (tmp_path / "a").mkdir()
+    a.run(5)
+    (tmp_path / "b").mkdir()
+    torch.manual_seed(0)
+    b = _trainer(tmp_path / "b", gram=tiny(N_sup=2, T=2, K=1, seed=1), checkpoint_every=2)
+    b.run(3)  # checkpoints after batches 2 and 3 (the end); pretend we died after batch 2's checkpoint
+    shutil.copy(tmp_path / "b" / "c.pt", tmp_path / "b" / "keep.pt")
+    b.run(4)  # lines for batch 3 that the resume must drop and replay
+    torch.manual_seed(123)
+    c = _trainer(tmp_path / "b", gram=tiny(N_sup=2, T=2, K=1, seed=9))
+    c.resume(tmp_path / "b" / "keep.pt")
+    assert c.batch == 3
+    c.run(5)
+    ra = [json.loads(l) for l in (tmp_path / "a" / "h.jsonl").read_text().splitlines()]
+    rb = [json.loads(l) for l in (tmp_path / "b" / "h.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"], r["grad_norm"]) for r in ra] == [(r["step"], r["loss"], r["grad_norm"]) for r in rb]
+    for (k, va), vb in zip(a.gram.state_dict().items(), c.gram.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_checkpoint_is_weights_only_versioned_and_refuses_foreign_files(tmp_path):
+    t = _trainer(tmp_path)
+    t.run(1)
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["format"] == checkpoint.FORMAT and state["identity"] == "t" and "z0" in state["model"]
+    with pytest.raises(checkpoint.CheckpointError, match="different task or model"):
+        checkpoint.load(tmp_path / "c.pt", identity="other")
+    (tmp_path / "bad.pt").write_bytes((tmp_path / "c.pt").read_bytes()[:100])
+    with pytest.raises(checkpoint.CheckpointError, match="truncated or foreign"):
+        checkpoint.load(tmp_path / "bad.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+        checkpoint.load(tmp_path / "none.pt")
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "f.txt"
+    checkpoint.atomic_write_text(path, "old")
+
+    def boom(f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        checkpoint.atomic_write_bytes(path, boom)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_train_eval_solve_generate_through_the_api(tmp_path):
+    run = api.fit("toy-perm-4", tmp_path / "run", "cpu-tiny", ["train.batches=4", "train.eval_every=2"], progress=False)
+    kinds = [r["kind"] for r in run.history]
+    assert kinds.count("eval") == 2 and kinds.count("train") == 4 * run.config.model.N_sup
+    ev = [r for r in run.history if r["kind"] == "eval"][-1]
+    assert {"prior_acc", "elbo_full", "elbo_surrogate", "kl_per_transition"} <= set(ev)
+    loaded = api.load_run(tmp_path / "run")
+    rows = api.evaluate(loaded, widths=(1, 3), depths=(1, 4), max_inputs=10)
+    assert [(r["depth"], r["width"]) for r in rows] == [(1, 1), (1, 3), (4, 1), (4, 3)]
+    out = api.solve(loaded, "12..", width=8)
+    assert out["total_valid_answers"] == 2 and sum(s["count"] for s in out["solutions"]) + out["invalid"] == 8
+    with pytest.raises(checkpoint.CheckpointError, match="already holds a run"):
+        api.fit("toy-perm-4", tmp_path / "run", "cpu-tiny", ["train.batches=4"], progress=False)
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    cases = [
+        (["train", "--task", "toy-perm-4", "--out", str(tmp_path / "r"), "--set", "model.K=two"], "model.K expects int"),
+        (["train", "--task", "nope", "--out", str(tmp_path / "r")], "unknown task 'nope'"),
+        (["eval", str(tmp_path / "missing")], "is not a run folder"),
+        (["train", "--task", "toy-perm-4", "--out", str(tmp_path / "r"), "--resume"], "nothing to resume"),
+    ]
+    for argv, message in cases:
+        res = gram_cli(*argv)
+        assert res.returncode == 2, (argv, res.stderr)
+        assert message in res.stderr and "Traceback" not in res.stderr and res.stderr.count("\n") == 1
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_kill_9_during_training_then_resume_loses_nothing(tmp_path):
+    common = [*TRAIN, "--set", "train.batches=14", "--set", "train.checkpoint_every=2"]
+    assert gram_cli("train", *common, "--out", str(tmp_path / "ref")).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "gram_pyro.cli", "train", *common, "--out", str(tmp_path / "run")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = tmp_path / "run" / "history.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (history.exists() and history.read_text().count('"batch": 6') > 0):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.load(tmp_path / "run" / "checkpoint.pt")["batch"] < 14
+    res = gram_cli("train", *common, "--out", str(tmp_path / "run"), "--resume")
+    assert res.returncode == 0, res.stderr
+    assert train_records(tmp_path / "run") == train_records(tmp_path / "ref")
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    common = [*TRAIN, "--set", "train.batches=3", "--set", "optim.batch_size=32", "--set", "train.checkpoint_every=0"]
+    assert gram_cli("train", *common, "--out", str(tmp_path / "one")).returncode == 0
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "gram_pyro.cli", "train", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    one, two = train_records(tmp_path / "one"), train_records(tmp_path / "two")
+    assert len(one) == len(two) > 0
+    for (s1, l1, g1), (s2, l2, g2) in zip(one, two):
+        assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4, abs=1e-5) and g1 == pytest.approx(g2, rel=1e-3)
+    a = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k
