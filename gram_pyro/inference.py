@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from pyro import poutine
+from tqdm import tqdm
 
 
 @dataclass
@@ -35,17 +36,20 @@ class Rollouts:
 
 @torch.no_grad()
 def prior_rollouts(
-    gram, x: torch.Tensor, num_samples: int, depth: int | None = None, halting: bool = False, chunk_size: int = 4096
+    gram, x: torch.Tensor, num_samples: int, depth: int | None = None, halting: bool = False, chunk_size: int = 4096,
+    progress: bool = False,
 ) -> Rollouts:
-    """Sample ``num_samples`` trajectories per row of ``x`` [B, seq_len] from the prior."""
+    """Sample ``num_samples`` trajectories per row of ``x`` [B, seq_len] from the prior (results on the CPU)."""
     if num_samples < 1:
         raise ValueError(f"num_samples (width) must be >= 1, got {num_samples}")
     depth = gram.cfg.N_sup if depth is None else depth
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     B, N = x.shape[0], num_samples
-    flat = x.repeat_interleave(N, dim=0)  # fold width into the batch: row b*N + i is draw i of input b
-    parts = [_rollout_chunk(gram, flat[i : i + chunk_size], depth, halting) for i in range(0, len(flat), chunk_size)]
+    flat = x.to(gram.z0.device).repeat_interleave(N, dim=0)  # fold width into the batch: row b*N + i is draw i of b
+    starts = range(0, len(flat), chunk_size)
+    parts = [_rollout_chunk(gram, flat[i : i + chunk_size], depth, halting)
+             for i in tqdm(starts, desc="rollouts", disable=not progress or len(starts) < 2)]
     answers, halt_prob, value = (torch.cat(p, dim=0) for p in zip(*parts))
     if halting:
         fired = halt_prob > 0.5
@@ -77,7 +81,7 @@ def _rollout_chunk(gram, x: torch.Tensor, depth: int, halting: bool):
         halts.append(tr.nodes[f"halt_{n}"]["value"])
         values.append(tr.nodes[f"value_{n}"]["value"])
         done |= halts[-1] > 0.5
-    return torch.stack(answers, 1), torch.stack(halts, 1), torch.stack(values, 1)
+    return torch.stack(answers, 1).cpu(), torch.stack(halts, 1).cpu(), torch.stack(values, 1).cpu()
 
 
 def majority_vote(final: torch.Tensor) -> torch.Tensor:

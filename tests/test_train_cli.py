@@ -60,10 +60,12 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys):
     assert err.startswith("gram: error: unknown task 'no-such-task'") and err.count("\n") == 1
 
 
-def test_cli_demo_runs_end_to_end(capsys):
-    assert main(["demo", "--batches", "3", "--quiet"]) == 0
+def test_cli_demo_runs_end_to_end(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAM_CACHE", str(tmp_path / "cache"))
+    assert main(["demo", "--set", "train.batches=3", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "-ELBO surrogate" in out and "deterministic" in out and "coverage" in out
+    assert (tmp_path / "demo" / "gram" / "checkpoint.pt").exists()
 
 
 def test_paper_preset_takes_the_task_beta():

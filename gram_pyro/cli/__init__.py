@@ -58,7 +58,7 @@ def cmd_data(args) -> int:
     if args.stats:
         print(json.dumps(task.stats(seed=args.seed), indent=2, sort_keys=True))
         return 0
-    splits = load_splits(task, args.seed, args.data)
+    splits = load_splits(task, args.seed, args.data, verbose=True)
     print(json.dumps({k: {"rows": len(s), "inputs": len(s.inputs)} for k, s in splits.items()}, sort_keys=True))
     return 0
 
@@ -67,8 +67,9 @@ def cmd_train(args) -> int:
     from gram_pyro.cli import api
     from gram_pyro.distributed import shutdown
 
+    sets = args.set + ([f"train.device={args.device}"] if args.device else [])
     try:
-        run = api.fit(args.task, args.out, args.preset, args.set, "deterministic" if args.deterministic else None,
+        run = api.fit(args.task, args.out, args.preset, sets, "deterministic" if args.deterministic else None,
                       args.resume, args.data, progress=not args.quiet)
     finally:
         shutdown()
@@ -90,8 +91,8 @@ def print_table(rows: list[dict], keys: list[str]) -> None:
 def cmd_eval(args) -> int:
     from gram_pyro.cli import api
 
-    run = api.load_run(args.run, args.data)
-    rows = api.evaluate(run, args.width, args.depth, args.halting, args.split, args.max_inputs)
+    run = api.load_run(args.run, args.data, args.device)
+    rows = api.evaluate(run, args.width, args.depth, args.halting, args.split, args.max_inputs, progress=not args.json)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -105,7 +106,7 @@ def cmd_eval(args) -> int:
 def cmd_solve(args) -> int:
     from gram_pyro.cli import api
 
-    run = api.load_run(args.run)
+    run = api.load_run(args.run, device=args.device)
     user = args.input
     if os.path.isfile(user) and not user.endswith(".col"):
         with open(user) as f:
@@ -125,7 +126,7 @@ def cmd_solve(args) -> int:
 def cmd_generate(args) -> int:
     from gram_pyro.cli import api
 
-    run = api.load_run(args.run)
+    run = api.load_run(args.run, device=args.device)
     blank = run.splits["test"].inputs[0]
     draws = api.sample(run, blank, args.num, args.depth)[0]
     valid = [bool(run.task.verify(blank, y)) for y in draws]
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true")
     t.add_argument("--data", help="a data file the task can read (e.g. a Sudoku list)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="shorthand for --set train.device=...")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="task metrics of prior rollouts for several widths and depths")
@@ -193,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-inputs", type=int, default=None)
     e.add_argument("--data", help="the data file the run was trained with, if any")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("solve", help="answers for your own input (string, board file or DIMACS .col graph)")
@@ -201,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=20)
     s.add_argument("--depth", type=int, default=None)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     s.set_defaults(func=cmd_solve)
 
     g = sub.add_parser("generate", help="unconditional samples (blank-input tasks) with validity")
@@ -210,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--show", type=int, default=3, help="samples to print")
     g.add_argument("--out", help="write every sample as JSON lines")
     g.add_argument("--json", action="store_true")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     g.set_defaults(func=cmd_generate)
 
     m = sub.add_parser("demo", help="train GRAM and the deterministic baseline on a built-in task and compare")

@@ -12,6 +12,8 @@ import hashlib
 import io
 import json
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import torch
 import tasks
 from gram_pyro import checkpoint
 from gram_pyro.distributed import init_from_env, is_main_process, world_size_from_env
-from gram_pyro.inference import prior_rollouts
+from gram_pyro.inference import lprm_best, majority_vote, prior_rollouts
 from gram_pyro.model import GRAM
 from gram_pyro.runconfig import ConfigError, RunConfig, build_run_config
 from gram_pyro.trainer import Trainer
@@ -34,7 +36,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GRAM_CACHE", Path.home() / ".cache" / "gram_pyro"))
 
 
-def load_splits(task: Task, seed: int = 0, data_path: str | None = None) -> dict[str, Split]:
+def load_splits(task: Task, seed: int = 0, data_path: str | None = None, verbose: bool = False) -> dict[str, Split]:
     """A task's splits, built once per (task, seed, data file) and cached on disk."""
     key = f"{task.name}-seed{seed}"
     if data_path is not None:
@@ -49,8 +51,13 @@ def load_splits(task: Task, seed: int = 0, data_path: str | None = None) -> dict
             return _read_splits(path)
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
+    t0 = time.perf_counter()
+    if verbose:
+        print(f"building {task.name} (seed {seed}); cached afterwards in {path.parent} ...", file=sys.stderr, flush=True)
     splits = task.build_from_file(data_path, seed=seed) if data_path else task.build(seed)
     _write_splits(path, splits)
+    if verbose:
+        print(f"built {task.name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     return splits
 
 
@@ -106,7 +113,7 @@ def read_history(path: Path) -> list[dict]:
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.exists() else []
 
 
-def load_run(path: str | Path, data_path: str | None = None) -> Run:
+def load_run(path: str | Path, data_path: str | None = None, device: str = "cpu") -> Run:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise checkpoint.CheckpointError(f"{path} is not a run folder (no config.json)")
@@ -117,7 +124,7 @@ def load_run(path: str | Path, data_path: str | None = None) -> Run:
     state = checkpoint.load(path / "checkpoint.pt", identity=config.identity_hash())
     gram = GRAM(config.model)
     gram.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
-    gram.eval()
+    gram.to(choose_device(device)).eval()
     task = tasks.get_task(config.task)
     return Run(path, config, task, gram, read_history(path), load_splits(task, config.train.seed, data_path))
 
@@ -162,7 +169,7 @@ def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), m
             raise checkpoint.CheckpointError(f"{out} was trained with a different task or model configuration")
     elif (out / "checkpoint.pt").exists():
         raise checkpoint.CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose --out")
-    splits = load_splits(task_obj, config.train.seed, data_path)
+    splits = load_splits(task_obj, config.train.seed, data_path, verbose=progress)
     train = splits["train"]
     device = init_from_env(choose_device(config.train.device))
     if world_size_from_env() > 1 and device.type == "cpu":  # share the cores between processes
@@ -190,8 +197,12 @@ def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), m
 
 
 def evaluate(run: Run, widths=(1, 5, 20), depths=None, halting: bool = False, split: str = "test",
-             max_inputs: int | None = None, chunk_size: int = 4096) -> list[dict[str, Any]]:
-    """Task metrics of prior rollouts for every (depth, width) pair, from one pass at the largest of each."""
+             max_inputs: int | None = None, chunk_size: int = 4096, progress: bool = False) -> list[dict[str, Any]]:
+    """Task metrics of prior rollouts for every (depth, width) pair, from one pass at the largest of each.
+
+    Besides the task's metrics over all samples, ``vote_acc`` and ``lprm_acc`` are the accuracy of the one
+    answer selected per input by majority vote and by the LPRM value (gram-paper.md §3.2).
+    """
     widths, depths = sorted(set(widths)), sorted(set(depths or [run.config.model.N_sup]))
     if widths[0] < 1:
         raise ValueError(f"width must be >= 1, got {widths[0]}")
@@ -199,13 +210,17 @@ def evaluate(run: Run, widths=(1, 5, 20), depths=None, halting: bool = False, sp
         raise ValueError(f"depth must be >= 1, got {depths[0]}")
     inputs = run.splits[split].inputs[:max_inputs]
     x = torch.as_tensor(inputs)
-    r = prior_rollouts(run.gram, x, num_samples=widths[-1], depth=depths[-1], halting=halting, chunk_size=chunk_size)
+    r = prior_rollouts(run.gram, x, num_samples=widths[-1], depth=depths[-1], halting=halting,
+                       chunk_size=chunk_size, progress=progress)
     rows = []
     for d in depths:
         step = torch.clamp(r.halt_step, max=d - 1) if halting else torch.full_like(r.halt_step, d - 1)
         answers = torch.gather(r.answers, 2, step[..., None, None].expand(-1, -1, 1, r.answers.shape[-1]))[:, :, 0]
+        values = torch.gather(r.value, 2, step[..., None])[..., 0]
         for w in widths:
-            rows.append({"depth": d, "width": w, **run.task.metrics(inputs, answers[:, :w].numpy())})
+            picked = {"vote_acc": majority_vote(answers[:, :w]), "lprm_acc": lprm_best(answers[:, :w], values[:, :w])}
+            sel = {k: float(np.mean([run.task.verify(a, b) for a, b in zip(inputs, v.numpy())])) for k, v in picked.items()}
+            rows.append({"depth": d, "width": w, **run.task.metrics(inputs, answers[:, :w].numpy()), **sel})
     return rows
 
 
