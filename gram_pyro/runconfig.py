@@ -47,6 +47,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False  # bf16 autocast, CUDA only
+    nan_policy: str = "stop"  # on a NaN/Inf loss or gradient: stop (last checkpoint intact) or skip the update
+    max_skips: int = 10  # with nan_policy=skip: stop after this many skipped updates
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,8 @@ def build_run_config(task: str, sizes: dict[str, int], preset_name: str = "cpu",
         except (ValueError, TypeError) as err:
             raise ConfigError(f"{section}: {str(err).splitlines()[0]}") from None
     train = sections["train"]
+    if train.nan_policy not in ("stop", "skip"):
+        raise ConfigError(f"config key train.nan_policy expects stop or skip, got {train.nan_policy!r}")
     if train.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"config key train.device expects auto, cpu or cuda, got {train.device!r}")
     for key in ("batches", "eval_width", "eval_inputs"):

@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,14 @@ from gram_pyro import checkpoint
 from gram_pyro.elbo import full_trajectory_elbo
 from gram_pyro.model import GRAM
 from gram_pyro.train import EMA, BatchNoise, OptimConfig, StepLoss, exact_match, make_optimizer
+
+
+class NonFiniteError(FloatingPointError, ValueError):
+    """The loss or the gradients became NaN/Inf (and the policy says stop, or too many steps were skipped)."""
+
+
+class _SkipBatch(Exception):
+    """Internal: a non-finite update was skipped; abandon the rest of this batch."""
 
 
 def derive_seed(*parts: int) -> int:
@@ -50,7 +59,8 @@ class Trainer:
                  log_path: str | Path | None = None, checkpoint_path: str | Path | None = None,
                  checkpoint_every: int = 0, config: dict | None = None, identity: str | None = None,
                  on_batch: Callable[[dict], None] | None = None, progress: bool = False,
-                 device: str | torch.device = "cpu", bf16: bool = False):
+                 device: str | torch.device = "cpu", bf16: bool = False, nan_policy: str = "stop",
+                 max_skips: int = 10):
         self.device = torch.device(device)
         self.gram = gram.to(self.device)
         self.x, self.y = x, y
@@ -75,6 +85,9 @@ class Trainer:
         self.batch = 0  # batches completed
         self.step = 0  # optimiser updates completed
         self.batch_records: list[dict] = []
+        if nan_policy not in ("stop", "skip"):
+            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
+        self.nan_policy, self.max_skips, self.skipped = nan_policy, max_skips, 0
 
     # ------------------------------------------------------------------ data
     def batch_rows(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,11 +111,11 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with BatchNoise(gen, self.global_batch, self.rank * len(xb)), autocast:
             loss, stats, carry, _ = self.module(xb, yb, carry, n, self.reward_fn)
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"non-finite loss at update {self.step} (batch {self.batch}, step {n})")
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # always: under DDP the all-reduce spreads a NaN, so every process decides alike
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.gram.parameters(), self.oc.clip))
+        if not (math.isfinite(stats["grad_norm"]) and math.isfinite(float(loss.detach()))):
+            self._non_finite(n)
         stats["lr"] = self.sched.get_last_lr()[0]
         self.opt.step()
         self.sched.step()
@@ -115,6 +128,20 @@ class Trainer:
         self.step += 1
         return carry, stats
 
+    def _non_finite(self, n: int) -> None:
+        """Stop with a clear error (policy ``stop``), or skip the update and the rest of its batch (``skip``)."""
+        where = f"update {self.step} (batch {self.batch}, supervision step {n})"
+        self.opt.zero_grad(set_to_none=True)
+        if self.nan_policy == "stop":
+            raise NonFiniteError(f"non-finite loss or gradient at {where}; the last checkpoint is intact")
+        self.skipped += 1
+        if self.skipped > self.max_skips:
+            raise NonFiniteError(f"non-finite loss or gradient at {where}: more than {self.max_skips} skipped updates")
+        warnings.warn(f"skipped a non-finite update at {where} ({self.skipped}/{self.max_skips})", RuntimeWarning)
+        self._log({"kind": "skip", "step": self.step, "batch": self.batch, "n": n})
+        self.step += 1  # the noise of the next update differs from the skipped one
+        raise _SkipBatch
+
     def run(self, num_batches: int) -> None:
         """Train until ``num_batches`` batches are complete in total (a resumed run continues the count)."""
         self.gram.train()
@@ -123,12 +150,18 @@ class Trainer:
         while self.batch < num_batches:
             xb, yb = self.batch_rows(self.batch)
             carry, recs, t0 = None, [], time.perf_counter()
-            for n in range(steps):
-                carry, stats = self._update(xb, yb, carry, n)
-                rec = {"kind": "train", "step": self.step - 1, "batch": self.batch, "n": n,
-                       "beta": self.gram.cfg.beta, **stats}
-                recs.append(rec)
-                self._log(rec)
+            try:
+                for n in range(steps):
+                    carry, stats = self._update(xb, yb, carry, n)
+                    rec = {"kind": "train", "step": self.step - 1, "batch": self.batch, "n": n,
+                           "beta": self.gram.cfg.beta, **stats}
+                    recs.append(rec)
+                    self._log(rec)
+            except _SkipBatch:
+                if not recs:
+                    self.batch += 1
+                    bar.update(1)
+                    continue
             summary = {"batch": self.batch, "seconds": time.perf_counter() - t0,
                        **{k: float(np.mean([r[k] for r in recs])) for k in ("loss", "nll", "kl", "aux", "grad_norm")},
                        "final_posterior_acc": recs[-1]["posterior_acc"]}

@@ -188,3 +188,49 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     b = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["model"]
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
+def _inject_nan_at(monkeypatch, steps):
+    from gram_pyro.train import StepLoss
+
+    orig = StepLoss.forward
+    calls = {"n": 0}
+
+    def forward(self, *a, **k):
+        loss, stats, carry, y_hat = orig(self, *a, **k)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] in steps else loss), stats, carry, y_hat
+
+    monkeypatch.setattr(StepLoss, "forward", forward)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_nan_stops_with_a_clear_error_and_the_last_checkpoint_intact(tmp_path, monkeypatch):
+    from gram_pyro.trainer import NonFiniteError
+
+    t = _trainer(tmp_path, checkpoint_every=1)
+    t.run(2)
+    good = torch.load(tmp_path / "c.pt", weights_only=True)
+    _inject_nan_at(monkeypatch, {2})
+    with pytest.raises(NonFiniteError, match="non-finite loss or gradient at update 5"):
+        t.run(4)
+    after = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert after["batch"] == 2 and all(torch.equal(good["model"][k], after["model"][k]) for k in good["model"])
+    assert all(torch.isfinite(p).all() for p in t.gram.parameters())
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_nan_skip_policy_skips_with_a_warning_and_a_bound(tmp_path, monkeypatch):
+    from gram_pyro.trainer import NonFiniteError
+
+    _inject_nan_at(monkeypatch, {2, 5})
+    t = _trainer(tmp_path, nan_policy="skip", max_skips=2)
+    with pytest.warns(RuntimeWarning, match="skipped a non-finite update"):
+        t.run(4)
+    assert t.skipped == 2 and t.batch == 4
+    assert all(torch.isfinite(p).all() for p in t.gram.parameters())
+    log = [json.loads(l) for l in (tmp_path / "h.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "skip" for r in log) == 2
+    _inject_nan_at(monkeypatch, set(range(100)))
+    with pytest.raises(NonFiniteError, match="more than 2 skipped"):
+        t.run(8)

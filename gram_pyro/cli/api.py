@@ -188,7 +188,8 @@ def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), m
         evaluate=make_evaluator(task_obj, splits["test"], config.train.eval_width, config.train.eval_inputs),
         eval_every=config.train.eval_every, log_path=out / "history.jsonl", checkpoint_path=out / "checkpoint.pt",
         checkpoint_every=config.train.checkpoint_every, config=config.to_dict(), identity=config.identity_hash(),
-        on_batch=on_batch, progress=progress, device=device, bf16=config.train.bf16)
+        on_batch=on_batch, progress=progress, device=device, bf16=config.train.bf16,
+        nan_policy=config.train.nan_policy, max_skips=config.train.max_skips)
     if resume:
         trainer.resume()
     trainer.run(config.train.batches)
