@@ -9,25 +9,27 @@ Dims: ``chain`` = independently trained runs of one configuration (seeds), ``dra
 | ``posterior_predictive`` | guide reconstructions q_φ(τ \\| x, y): ``y``, ``y_step`` over N_sup steps |
 | ``observed_data`` / ``constant_data`` | targets ``y`` (one per input) / inputs ``x`` |
 | ``sample_stats`` | per prior draw: ``valid``, ``conflict_edges`` (graph colouring), ``halt_step``, ``lprm_value``, ``hamming_to_target``; per guide draw: ``log_weight`` = log p − log q, ``guide_valid`` |
-| ``training`` | history over ``svi_step`` / ``eval_step`` (chain-indexed, NaN-padded), ``kl_per_transition``; ``final_*``: Eq. 13 ELBO, log-likelihood, surrogate and KL per transition of the final model on the analysed inputs |
+| ``training`` | train records over ``svi_step_index`` (``svi_step``, ``loss``, ``kl``, ...) and eval records over ``eval_step_index`` (``eval_step``, ``eval_prior_acc``, ``eval_elbo_full``, ``eval_kl_per_transition``, ...), chain-indexed and NaN-padded; ``final_*``: Eq. 13 ELBO, log-likelihood, surrogate and KL per transition of the final model on the analysed inputs |
 | ``diversity`` | ``distinct_valid``, ``coverage`` (…, width), ``entropy`` (…, position), ``hamming``, ``pareto_khat``, ``trajectory_spread`` (…, traj_instance, step); ``ess_*``/``rhat_*`` with several chains |
 | ``trajectory`` | ``pc`` (chain, draw, traj_instance, step, component) and ``explained_variance_ratio`` |
 
-Custom non-sample groups are built with ``dict_to_dataset(..., sample_dims=[])`` and attached as
+Root attributes: ``task``, ``mode``, ``beta``, ``n_sup``, ``n_transitions``, ``depth`` and, as JSON text, the
+run names, labels and seeds of the chains.  Custom non-sample groups are built with ``dict_to_dataset(..., sample_dims=[])`` and attached as
 ``xr.DataTree`` nodes (pyro-arviz-notes.md §2.2: ``from_dict`` rejects them with default sample dims).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 import arviz_base as azb
-from analysis import diversity, ppc
+
+from gram_pyro.checkpoint import atomic_path
+from analysis import diversity
 from analysis.run import EVAL_KEYS, TRAIN_KEYS, eval_records, kl_matrix, record_array, record_steps, train_records
 from analysis.sampling import RunSamples
 
@@ -57,11 +59,11 @@ def _training_group(samples: list[RunSamples], histories: list[list[dict]], n_tr
         dims[key] = ["chain", "svi_step_index"]
     data["eval_step"] = _stack([record_steps(e) for e in evs])
     dims["eval_step"] = ["chain", "eval_step_index"]
-    for key in EVAL_KEYS:
-        data[key] = _stack([record_array(e, key) for e in evs])
-        dims[key] = ["chain", "eval_step_index"]
-    data["kl_per_transition"] = _stack([kl_matrix(e, n_transitions) for e in evs])
-    dims["kl_per_transition"] = ["chain", "eval_step_index", "transition"]
+    for key in EVAL_KEYS:  # prefixed: train and eval records both log posterior_acc
+        data[f"eval_{key}"] = _stack([record_array(e, key) for e in evs])
+        dims[f"eval_{key}"] = ["chain", "eval_step_index"]
+    data["eval_kl_per_transition"] = _stack([kl_matrix(e, n_transitions) for e in evs])
+    dims["eval_kl_per_transition"] = ["chain", "eval_step_index", "transition"]
     # the final model on the analysed held-out inputs (Eq. 13, β = 1), whatever the log holds
     data["final_kl_per_transition"] = np.stack([np.asarray(s.elbo["kl_per_transition"], float) for s in samples])
     dims["final_kl_per_transition"] = ["chain", "transition"]
@@ -104,7 +106,8 @@ def _diversity_group(samples: list[RunSamples], widths) -> xr.Dataset:
             data[f"ess_{name}"], data[f"rhat_{name}"] = diversity.chain_diagnostics(arr)
             dims[f"ess_{name}"] = dims[f"rhat_{name}"] = ["instance"]
     coords = {"width": np.asarray(per[0]["widths"])}
-    return azb.dict_to_dataset(data, sample_dims=[], dims=dims, coords=coords)
+    n_max = int(max(per[0]["widths"], default=samples[0].final.shape[1]))
+    return azb.dict_to_dataset(data, sample_dims=[], dims=dims, coords=coords, attrs={"n_max": n_max})
 
 
 def build_datatree(samples: list[RunSamples], histories: list[list[dict]], widths=(1, 5, 20)) -> xr.DataTree:
@@ -127,8 +130,8 @@ def build_datatree(samples: list[RunSamples], histories: list[list[dict]], width
         "log_weight": _draw_major(samples, lambda s: s.log_weight),
         "guide_valid": _draw_major(samples, lambda s: diversity.validity(task, s.inputs, s.guide_answers[:, :, -1])),
     }
-    if task.name.startswith("graph-coloring-"):
-        stats["conflict_edges"] = _draw_major(samples, lambda s: ppc.conflict_edges(s.inputs, s.final, task.out_len))
+    if hasattr(task, "conflict_edges"):
+        stats["conflict_edges"] = _draw_major(samples, lambda s: task.conflict_edges(s.inputs, s.final))
     dims = {k: ["instance"] for k in stats}
     dims.update({
         "y": ["instance", "position"],
@@ -153,9 +156,10 @@ def build_datatree(samples: list[RunSamples], histories: list[list[dict]], width
         pred_dims={"y": dims["y"], "y_step": dims["y_step"]},
         attrs={"/": {
             "task": task.name,
-            "runs": [s.name for s in samples],
-            "labels": [s.label for s in samples],
-            "seeds": [int(s.seed) for s in samples],
+            # lists as JSON text: netCDF reads a one-element list attribute back as a scalar
+            "runs": json.dumps([s.name for s in samples]),
+            "labels": json.dumps([s.label for s in samples]),
+            "seeds": json.dumps([int(s.seed) for s in samples]),
             "mode": first.mode,
             "beta": first.beta,
             "n_sup": first.n_sup,
@@ -179,18 +183,10 @@ def build_datatree(samples: list[RunSamples], histories: list[list[dict]], width
 
 
 def save_datatree(dt: xr.DataTree, path: str | Path) -> Path:
-    """Write ``dt`` as netCDF (h5netcdf) atomically: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """Write ``dt`` as netCDF (h5netcdf) atomically: a temporary file in the same folder, then a rename."""
+    with atomic_path(path) as tmp:
         dt.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return Path(path)
 
 
 def load_datatree(path: str | Path) -> xr.DataTree:

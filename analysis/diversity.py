@@ -114,30 +114,49 @@ def chain_diagnostics(stat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def summarise(task, inputs, final, solutions, widths, vocab_size) -> dict:
-    """Per-instance diversity arrays of final answers [G, N, L] at the training depth, and their means.
+    """Per-instance diversity of final answers [G, S, L] at the training depth.
 
-    Keys: ``valid`` [G, N], ``distinct_valid`` [G], ``coverage`` [G, W] (NaN without solution sets),
-    ``entropy`` [G, L], ``hamming`` [G]; ``means``: scalars averaged over inputs.
+    ``valid`` [G, S] covers every draw; ``coverage`` [G, W] is exact coverage@N per width N (NaN without
+    solution sets); ``distinct_valid`` [G], ``entropy`` [G, L] and ``hamming`` [G] use the first N_max =
+    max(widths) draws, so that they compare across models drawn with different S.
     """
     widths = [w for w in widths if w <= final.shape[1]]
+    n_max = max(widths, default=final.shape[1])
     valid = validity(task, inputs, final)
-    out = {
+    return {
         "widths": np.array(widths),
         "valid": valid,
-        "distinct_valid": distinct_valid(task, final, valid),
+        "distinct_valid": distinct_valid(task, final[:, :n_max], valid[:, :n_max]),
         "coverage": coverage_at(task, final, valid, solutions, widths),
-        "entropy": predictive_entropy(final, vocab_size),
-        "hamming": mean_pairwise_hamming(final),
+        "entropy": predictive_entropy(final[:, :n_max], vocab_size),
+        "hamming": mean_pairwise_hamming(final[:, :n_max]),
     }
-    cov = out["coverage"]
-    out["means"] = {
-        "accuracy": float(valid.mean()),
-        "distinct_valid": float(out["distinct_valid"].mean()),
-        "entropy": float(out["entropy"].mean()),
-        "hamming": float(np.nanmean(out["hamming"])) if np.isfinite(out["hamming"]).any() else math.nan,
-        **{
-            f"coverage@{w}": float(np.nanmean(cov[:, j])) if np.isfinite(cov[:, j]).any() else math.nan
-            for j, w in enumerate(widths)
-        },
-    }
-    return out
+
+
+# ------------------------------------------------------------------ report tables from a DataTree
+def nanmean(a) -> float:
+    """Mean of the finite entries, NaN when there are none (without numpy's empty-slice warning)."""
+    a = np.asarray(a, dtype=float)
+    return float(np.nanmean(a)) if np.isfinite(a).any() else math.nan
+
+
+def width_rows(dt, task, widths) -> list[dict]:
+    """Per width N (gram-paper.md §3.1): mean coverage@N, distinct valid answers among the first N prior
+    samples and pass@N (inputs with at least one valid sample), averaged over chains."""
+    y, valid = dt["predictions"]["y"].values, dt["sample_stats"]["valid"].values.astype(bool)
+    cov = dt["diversity"]["coverage"]
+    rows = []
+    for n in widths:
+        if n > y.shape[1]:
+            continue
+        distinct = [distinct_valid(task, np.swapaxes(y[c, :n], 0, 1), valid[c, :n].T) for c in range(len(y))]
+        rows.append({"width": n, "coverage": nanmean(cov.sel(width=n).values) if n in cov["width"].values else math.nan,
+                     "distinct_valid": nanmean(distinct), "pass": float(valid[:, :n].any(axis=1).mean())})
+    return rows
+
+
+def depth_rows(dt, task, draws: int = 8) -> list[dict]:
+    """Accuracy (fraction of valid answers) of the first ``draws`` prior samples after each supervision step."""
+    ys, x = dt["predictions"]["y_step"].values[:, :draws], dt["constant_data"]["x"].values
+    return [{"depth": d + 1, "accuracy": float(np.mean([validity(task, x, np.swapaxes(ys[c, :, :, d], 0, 1)).mean()
+                                                         for c in range(len(ys))]))} for d in range(ys.shape[3])]

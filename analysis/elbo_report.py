@@ -29,7 +29,8 @@ def _last_finite(a: np.ndarray) -> float:
 def elbo_curves(history: list[dict]) -> dict[str, np.ndarray]:
     """Training and held-out ELBO curves (per instance, nats).
 
-    ``train_step``/``train_surrogate_elbo``: −loss of every train record (β-weighted surrogate, Eq. 14);
+    ``train_step``/``train_surrogate_elbo``: −loss of every train record (β-weighted surrogate, Eq. 14),
+    ``train_kl`` its β-scaled KL;
     ``eval_step``/``elbo_full`` (Eq. 13)/``elbo_surrogate`` (Eq. 14 at β = 1, mean over steps) and
     their difference ``gap`` = surrogate − full.
     """
@@ -38,6 +39,7 @@ def elbo_curves(history: list[dict]) -> dict[str, np.ndarray]:
     return {
         "train_step": record_steps(tr),
         "train_surrogate_elbo": -record_array(tr, "loss"),
+        "train_kl": record_array(tr, "kl"),
         "eval_step": record_steps(ev),
         "elbo_full": full,
         "elbo_surrogate": surr,
@@ -88,15 +90,6 @@ def a3_check(curves: dict[str, np.ndarray]) -> dict[str, float | bool | None]:
     return out
 
 
-def final_numbers(history: list[dict]) -> dict[str, float]:
-    """The last logged value of each headline number (NaN when never logged)."""
-    ev, tr = eval_records(history), train_records(history)
-    out = {k: _last_finite(record_array(ev, k)) for k in ("prior_acc", "posterior_acc", "elbo_full", "elbo_surrogate")}
-    out["train_loss"] = _last_finite(record_array(tr, "loss"))
-    out["train_kl"] = _last_finite(record_array(tr, "kl"))
-    return out
-
-
 def beta_sensitivity(rows: list[dict]) -> list[dict]:
     """Sort per-run summaries by β and keep one task: rows need ``task``, ``beta`` and any numbers.
 
@@ -110,3 +103,28 @@ def beta_sensitivity(rows: list[dict]) -> list[dict]:
     if len({r["beta"] for r in best}) < 2:
         return []
     return sorted(best, key=lambda r: r["beta"])
+
+
+# ------------------------------------------------------------------ report tables
+def curve_rows(history: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Rows of the eval curves (ELBO, surrogate, posterior and prior accuracy, gap) and of the train curves
+    (supervision step ``n``, surrogate −loss, β-scaled KL, posterior accuracy on the training batch)."""
+    c, g = elbo_curves(history), accuracy_gap(history)
+    ev = [{"eval_step": float(s), "elbo_full": float(f), "elbo_surrogate": float(u), "posterior_acc": float(p),
+           "prior_acc": float(q), "accuracy_gap": float(d)}
+          for s, f, u, p, q, d in zip(c["eval_step"], c["elbo_full"], c["elbo_surrogate"], g["posterior_acc"],
+                                      g["prior_acc"], g["gap"])]
+    tr = [{"svi_step": float(s), "n": float(n), "surrogate_elbo": float(e), "kl": float(k), "posterior_acc": float(p)}
+          for s, n, e, k, p in zip(c["train_step"], record_array(train_records(history), "n"), c["train_surrogate_elbo"],
+                                   c["train_kl"], g["train_posterior_acc"])]
+    return ev, tr
+
+
+def kl_rows(final_kl: np.ndarray, history: list[dict], n_sup: int, T: int) -> tuple[list[dict], list[dict]]:
+    """Rows of the final model's KL per transition ``final_kl`` [N_sup·T], and of each supervision step's
+    KL over training from the eval records."""
+    final = [{"transition": t + 1, "supervision_step": t // T + 1, "kl": float(v)} for t, v in enumerate(final_kl)]
+    prof = kl_profile(history, n_sup, T)
+    over = [{"eval_step": float(s), "supervision_step": n + 1, "kl": float(v)}
+            for s, row in zip(prof["eval_step"], prof["per_step"]) for n, v in enumerate(row)]
+    return final, over

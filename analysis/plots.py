@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import arviz_plots as azp  # noqa: E402
 
@@ -26,40 +27,76 @@ CI_KIND, CI_PROB = "eti", 0.89  # set explicitly so numbers do not drift with rc
 _COLOURS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
+def colour(i: int) -> str:
+    """The i-th colour of the default cycle (one colour per run across a figure's series)."""
+    return _COLOURS[i % len(_COLOURS)]
+
+
 def _style(kind: str) -> dict:
-    """Deterministic baselines dashed with square markers, GRAM runs solid with circles."""
+    """Deterministic baselines dashed with squares, GRAM runs solid with circles, training-batch curves faint."""
+    if kind == "train":
+        return {"linestyle": ":", "marker": None, "alpha": 0.6}
     return {"linestyle": "--", "marker": "s"} if kind == "deterministic" else {"linestyle": "-", "marker": "o"}
 
 
 def _axes(n: int, width: float = 5.2, height: float = 3.6, title: str = "") -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * n, height), layout="constrained")
+    fig = Figure(figsize=(max(width * n, 7.0), height), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0].tolist()
     if title:
         fig.suptitle(title, fontsize=12)
     return fig, axes
 
 
+def _smooth(y: np.ndarray, points: int = 60) -> np.ndarray:
+    """Moving average over about len(y) / ``points`` values (NaN-aware), for noisy per-update curves."""
+    k = max(1, len(y) // points)
+    ok = np.isfinite(y)
+    num = np.convolve(np.where(ok, y, 0.0), np.ones(k), mode="same")
+    den = np.convolve(ok.astype(float), np.ones(k), mode="same")
+    return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
+def _legend(ax, n_series: int, long_labels: bool) -> None:
+    """A legend inside the axes for a few series, below them for many (so it never hides the data)."""
+    if n_series > 2:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1 if long_labels else 2,
+                  frameon=False)
+    else:
+        ax.legend(fontsize=8)
+
+
 def line_panels(panels: list[dict], title: str = "") -> Figure:
     """One axes per panel: ``{"title", "xlabel", "ylabel", "series": [{"label", "x", "y", "kind"}],
-    "vline": x or None, "logx": bool}``.  Panels without any finite value say "not logged"."""
-    fig, axes = _axes(len(panels), title=title)
+    "vline": x or None, "logx": bool}``.  Series of kind ``"train"`` are smoothed (moving average).
+    Panels without any finite value say "not logged"."""
+    n_max = max(len(p["series"]) for p in panels)
+    long_labels = max((len(s["label"]) for p in panels for s in p["series"]), default=0) > 40
+    rows = 0 if n_max <= 2 else (n_max if long_labels else (n_max + 1) // 2)
+    fig, axes = _axes(len(panels), height=3.6 + 0.2 * rows, title=title)
     for ax, p in zip(axes, panels):
-        drawn = False
+        drawn = 0
         for i, s in enumerate(p["series"]):
             y = np.asarray(s["y"], dtype=float)
             if not np.isfinite(y).any():
                 continue
-            ax.plot(s["x"], y, label=s["label"], color=s.get("color", _COLOURS[i % len(_COLOURS)]),
-                    markersize=4, **_style(s.get("kind", "gram")))
-            drawn = True
+            kind = s.get("kind", "gram")
+            ax.plot(s["x"], _smooth(y) if kind == "train" else y, label=s["label"] + (" (smoothed)" if kind == "train" else ""),
+                    color=s.get("color", _COLOURS[i % len(_COLOURS)]), markersize=4, **_style(kind))
+            drawn += 1
+        xs = [v for s in p["series"] for v in s["x"]]
+        if xs and all(float(v).is_integer() for v in xs) and not p.get("logx"):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if p.get("vline") is not None:
             ax.axvline(p["vline"], color="grey", linestyle=":", linewidth=1, label=p.get("vline_label"))
         if p.get("logx"):
             ax.set_xscale("log")
+            ticks = sorted({v for s in p["series"] for v in s["x"]})
+            ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+            ax.minorticks_off()
         ax.set(title=p["title"], xlabel=p["xlabel"], ylabel=p["ylabel"])
         ax.grid(alpha=0.3)
         if drawn:
-            ax.legend(fontsize=8)
+            _legend(ax, drawn, long_labels)
         else:
             ax.text(0.5, 0.5, "not logged for these runs", ha="center", va="center", transform=ax.transAxes, color="grey")
     return fig
@@ -90,7 +127,7 @@ def grouped_bars(title: str, ylabel: str, categories: list[str], groups: dict[st
                  errors: dict[str, list[float]] | None = None, reference: list[float] | None = None,
                  reference_label: str = "data") -> Figure:
     """Bars per category (x) and group (colour), optional error bars and a black reference tick per category."""
-    fig, (ax,) = _axes(1, width=max(6.0, 0.9 * len(categories) * max(1, len(groups))), height=3.8)
+    fig, (ax,) = _axes(1, width=max(6.0, 0.9 * len(categories) * max(1, len(groups))), height=4.4)
     width = 0.8 / max(1, len(groups))
     x = np.arange(len(categories))
     for i, (name, vals) in enumerate(groups.items()):
@@ -102,7 +139,7 @@ def grouped_bars(title: str, ylabel: str, categories: list[str], groups: dict[st
     ax.set_xticks(x, categories, rotation=30 if len(categories) > 6 else 0, ha="right" if len(categories) > 6 else "center")
     ax.set(title=title, ylabel=ylabel)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
     return fig
 
 
@@ -118,10 +155,16 @@ def log_weight_dist(dt, label: str, instances: list[int], khat: np.ndarray):
     fig.suptitle(f"{label}: importance log weights of guide trajectories ({int(CI_PROB * 100)}% interval)")
     fig.set_size_inches(4.0 * len(instances), 3.4)
     fig.subplots_adjust(top=0.72, bottom=0.22, wspace=0.3)
+    plt.close(fig)  # drop pyplot's reference (arviz-plots made it with pyplot); the figure still saves
     return fig
 
 
 # ------------------------------------------------------------------ solution galleries
+def _cell_colour(given: bool, changed: bool) -> str:
+    """Black for a given kept, red for a given the sample changed, blue for a cell the model filled in."""
+    return "red" if changed else ("black" if given else "tab:blue")
+
+
 def _draw_nqueens(ax, x, y, ok):
     n = int(round(math.sqrt(len(y))))
     board = (np.add.outer(np.arange(n), np.arange(n)) % 2).astype(float)
@@ -149,7 +192,7 @@ def _draw_graph(ax, x, y, ok):
 def _draw_sudoku(ax, x, y, ok):
     n = int(round(math.sqrt(len(y))))
     box = int(round(math.sqrt(n)))
-    ax.imshow(np.ones((n, n)), cmap="Greys", vmin=0, vmax=1, extent=(-0.5, n - 0.5, n - 0.5, -0.5))
+    ax.imshow(np.zeros((n, n)), cmap="Greys", vmin=0, vmax=1, extent=(-0.5, n - 0.5, n - 0.5, -0.5))
     for k in range(n + 1):
         lw = 2 if k % box == 0 else 0.5
         ax.axhline(k - 0.5, color="black", linewidth=lw)
@@ -159,18 +202,20 @@ def _draw_sudoku(ax, x, y, ok):
         given = len(x) == len(y) and x[idx] >= 2
         text = str(int(t) - 1) if 2 <= t <= n + 1 else "?"
         ax.text(c, r, text, ha="center", va="center", fontsize=max(6, 80 // n),
-                color="black" if given else "tab:blue", fontweight="bold" if given else "normal")
+                color=_cell_colour(given, given and t != x[idx]), fontweight="bold" if given else "normal")
 
 
 def _draw_row(ax, x, y, ok):
     n = len(y)
-    ax.imshow(np.ones((1, n)), cmap="Greys", vmin=0, vmax=1, extent=(-0.5, n - 0.5, 0.5, -0.5))
+    ax.imshow(np.zeros((1, n)), cmap="Greys", vmin=0, vmax=1, extent=(-0.5, n - 0.5, 0.5, -0.5))
     for k in range(n + 1):
-        ax.axvline(k - 0.5, color="black", linewidth=1)
+        ax.plot([k - 0.5, k - 0.5], [-0.5, 0.5], color="black", linewidth=1)
+    ax.plot([-0.5, n - 0.5, n - 0.5, -0.5, -0.5], [-0.5, -0.5, 0.5, 0.5, -0.5], color="black", linewidth=1)
+    ax.set_xlim(-0.6, n - 0.4), ax.set_ylim(0.6, -0.6)
     for i, t in enumerate(np.asarray(y)):
         given = len(x) == len(y) and x[i] >= 2
         ax.text(i, 0, str(int(t) - 1) if t >= 2 else "·", ha="center", va="center", fontsize=14,
-                color="black" if given else "tab:blue", fontweight="bold" if given else "normal")
+                color=_cell_colour(given, given and t != x[i]), fontweight="bold" if given else "normal")
 
 
 def _draw_tokens(ax, x, y, ok):
@@ -201,7 +246,7 @@ def gallery(task_name: str, label: str, items: list[dict]) -> Figure:
     cols = 1 + max((len(it["samples"]) for it in items), default=0)
     row_h = 0.9 if task_name.startswith("toy-perm") else 2.2
     fig = Figure(figsize=(2.3 * cols, row_h * len(items) + 0.8), layout="constrained")
-    fig.suptitle(f"{label}: sampled answers (blue = filled in by the model, black = given)", fontsize=11)
+    fig.suptitle(label, fontsize=11)
     axes = fig.subplots(len(items), cols, squeeze=False)
     for row, it in zip(axes, items):
         panels = [("data target", it["target"], True)] + [

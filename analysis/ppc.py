@@ -19,9 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.diversity import validity
+from tasks.nqueens import QUEEN
 
-EDGE, FIRST_COLOUR, COLOURS = 2, 3, 3  # graph-colouring tokens (docs/tasks.md)
-QUEEN = 2  # N-Queens token (docs/tasks.md)
 
 
 def token_counts(y: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -29,28 +28,15 @@ def token_counts(y: np.ndarray, vocab_size: int) -> np.ndarray:
     return (np.asarray(y)[..., None] == np.arange(vocab_size)).sum(axis=-2)
 
 
-def conflict_edges(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
-    """Conflict edges of colourings: inputs [G, n(n−1)/2] (upper-triangle adjacency, 2 = edge) and
-    answers [G, ..., n] -> [G, ...].  An edge conflicts when its endpoints share a token or either is
-    not a colour token, as in ``GraphColoringTask.metrics``."""
-    iu, ju = np.triu_indices(n, 1)
-    y = np.asarray(y)
-    yu, yv = y[..., iu], y[..., ju]
-    is_colour = lambda t: (t >= FIRST_COLOUR) & (t < FIRST_COLOUR + COLOURS)  # noqa: E731
-    bad = (yu == yv) | ~is_colour(yu) | ~is_colour(yv)
-    edges = (np.asarray(x) == EDGE).reshape(len(x), *([1] * (y.ndim - 2)), -1)
-    return (bad & edges).sum(axis=-1)
-
-
 def task_statistics(task, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Statistics of answers y [G, ..., L] for inputs x [G, seq_len]: ``tokens_{v}`` for every answer
-    token v, plus ``conflict_edges`` (graph colouring) or ``queens`` (N-Queens).  Each is [G, ...]."""
+    """Statistics of answers y [G, ..., L] for inputs x [G, seq_len]: ``count of token v`` for every
+    token v ≥ 1, plus ``conflict edges`` (graph colouring) or ``queens placed`` (N-Queens).  Each is [G, ...]."""
     counts = token_counts(y, task.vocab_size)
-    out = {f"tokens_{v}": counts[..., v] for v in range(1, task.vocab_size)}
-    if task.name.startswith("graph-coloring-"):
-        out["conflict_edges"] = conflict_edges(x, y, task.out_len)
+    out = {f"count of token {v}": counts[..., v] for v in range(1, task.vocab_size)}
+    if hasattr(task, "conflict_edges"):
+        out["conflict edges"] = task.conflict_edges(x, y)
     elif task.name.startswith("nqueens-"):
-        out["queens"] = counts[..., QUEEN]
+        out["queens placed"] = counts[..., QUEEN]
     return out
 
 
@@ -97,3 +83,15 @@ def guide_vs_prior(task, x: np.ndarray, targets: np.ndarray, guide_final: np.nda
         out[f"{name}_exact_match"] = float((s == targets[:, None, :]).all(-1).mean())
     out["accuracy_gap"] = out["guide_accuracy"] - out["prior_accuracy"]
     return out
+
+
+def ppc_rows(dt, task) -> tuple[list[dict], list[dict]]:
+    """From a DataTree (first chain): one validity row (data, prior, guide) and the statistic rows."""
+    x, tgt = dt["constant_data"]["x"].values, dt["observed_data"]["y"].values
+    prior = np.swapaxes(dt["predictions"]["y"].values[0], 0, 1)
+    guide = np.swapaxes(dt["posterior_predictive"]["y"].values[0], 0, 1)
+    check, gp = validity_check(task, x, tgt, prior), guide_vs_prior(task, x, tgt, guide, prior)
+    row = {"data_valid": check["data_valid_rate"], "prior_valid": check["sample_valid_rate"],
+           "guide_valid": gp["guide_accuracy"], "prior_exact_match": gp["prior_exact_match"],
+           "guide_exact_match": gp["guide_exact_match"], "invalid_data_inputs": len(check["invalid_data_inputs"])}
+    return [row], statistic_table(task, x, tgt, prior)

@@ -60,10 +60,9 @@ def eval_records(history: list[dict]) -> list[dict]:
 
 def _number(value) -> float:
     try:
-        out = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return math.nan
-    return out
 
 
 def record_steps(records: list[dict]) -> np.ndarray:

@@ -144,7 +144,9 @@ def draw_samples(
     """Prior rollouts, guide rollouts and PCA-projected trajectories of one run on its first inputs.
 
     ``num_draws`` is raised to at least ``MIN_DRAWS`` so that k̂ of the log weights is defined;
-    ``depth`` defaults to 2·N_sup (accuracy past the training depth, gram-paper.md §3.1).
+    ``depth`` defaults to 2·N_sup (accuracy past the training depth, gram-paper.md §3.1); trajectories
+    are recorded for the first ``traj_inputs`` inputs.  Sampling is seeded by ``run.seed`` without
+    touching the caller's torch RNG state.
     """
     gram, cfg = run.gram, run.gram.cfg
     num_draws = max(num_draws, MIN_DRAWS)
@@ -156,19 +158,22 @@ def draw_samples(
     sols = None if run.split.solutions is None else list(run.split.solutions[:max_inputs])
     dev = _device(gram)
     x, y = torch.as_tensor(inputs, device=dev), torch.as_tensor(tgt, device=dev)
+    traj_inputs = max(1, min(traj_inputs, len(inputs)))
     was_training = gram.training
     gram.eval()
-    with torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
-        torch.manual_seed(run.seed)
-        prior = gram_pyro.prior_rollouts(gram, x, num_samples=num_draws, depth=depth, chunk_size=chunk_size)
-        g_answers, log_w = guide_rollouts(gram, x, y, num_draws, chunk_size)
-        pcs, explained, spread = [], [], []
-        for xi in x[:traj_inputs]:
-            h = trajectory_states(gram, xi.expand(num_draws, -1), depth).numpy()
-            p, r = pca_project(h, n_components)
-            pcs.append(p), explained.append(r), spread.append(trajectory_spread(h))
-        elbo = gram_pyro.full_trajectory_elbo(gram, x, y)
-    gram.train(was_training)
+    try:
+        with torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
+            torch.manual_seed(run.seed)
+            prior = gram_pyro.prior_rollouts(gram, x, num_samples=num_draws, depth=depth, chunk_size=chunk_size)
+            g_answers, log_w = guide_rollouts(gram, x, y, num_draws, chunk_size)
+            pcs, explained, spread = [], [], []
+            for xi in x[:traj_inputs]:
+                h = trajectory_states(gram, xi.expand(num_draws, -1), depth).numpy()
+                p, r = pca_project(h, n_components)
+                pcs.append(p), explained.append(r), spread.append(trajectory_spread(h))
+            elbo = gram_pyro.full_trajectory_elbo(gram, x, y)
+    finally:
+        gram.train(was_training)
     return RunSamples(
         name=run.name,
         label=run_label(run),

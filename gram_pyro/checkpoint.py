@@ -9,6 +9,7 @@ are fsynced, then renamed over the old file: a crash mid-write leaves the previo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import tempfile
@@ -25,20 +26,26 @@ class CheckpointError(ValueError):
     """A missing, truncated, foreign or mismatched checkpoint: the message is one line."""
 
 
-def atomic_write_bytes(path: str | Path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename it over ``path``."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path next to ``path``; on success it is renamed over ``path``, else removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename it over ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -323,6 +323,17 @@ class GraphColoringTask(Task):
     def canonical(self, y: np.ndarray) -> np.ndarray:
         return canonicalise(y)
 
+    def conflict_edges(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Conflict edges of answers y [G, ..., n] for inputs x [G, seq_len] -> [G, ...].
+
+        An edge is in conflict when its endpoints share a token or either is not a colour token.
+        """
+        y = np.asarray(y)
+        yu, yv = y[..., self._iu], y[..., self._ju]
+        bad = (yu == yv) | ~_is_colour(yu) | ~_is_colour(yv)
+        edges = (np.asarray(x) == EDGE).reshape(len(x), *([1] * (y.ndim - 2)), -1)
+        return (bad & edges).sum(axis=-1)
+
     def metrics(self, x: np.ndarray, samples: np.ndarray) -> dict[str, float]:
         """Base metrics (``accuracy``, ``distinct_valid``, canonical ``coverage``) plus conflict edges.
 
@@ -334,9 +345,7 @@ class GraphColoringTask(Task):
         x, s = np.asarray(x), np.asarray(samples)
         if not x.size or not s.size:
             return {**out, "conflict_edges_total": 0.0, "conflict_edges_per_graph": 0.0}
-        su, sv = s[:, :, self._iu], s[:, :, self._ju]
-        bad = (su == sv) | ~_is_colour(su) | ~_is_colour(sv)
-        conflicts = (bad & (x == EDGE)[:, None, :]).sum(axis=2)
+        conflicts = self.conflict_edges(x, s)
         out["conflict_edges_total"] = float(conflicts.sum())
         out["conflict_edges_per_graph"] = float(conflicts.mean(axis=1).mean())
         return out

@@ -66,6 +66,10 @@ def test_cli_demo_runs_end_to_end(capsys, tmp_path, monkeypatch):
     out = capsys.readouterr().out
     assert "-ELBO surrogate" in out and "deterministic" in out and "coverage" in out
     assert (tmp_path / "demo" / "gram" / "checkpoint.pt").exists()
+    runs = [str(tmp_path / "demo" / m) for m in ("gram", "deterministic")]
+    assert main(["report", *runs, "--out", str(tmp_path / "r.html"), "--max-inputs", "8"]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "coverage" in html.lower() and html.count("<img") >= 8
 
 
 def test_paper_preset_takes_the_task_beta():

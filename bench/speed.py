@@ -1,0 +1,178 @@
+"""Speed and memory ratios, each measured in one run (issue: "the cost of every layer").
+
+    python bench/speed.py [--preset cpu] [--batch 64] [--seq-len 64] [--repeats 20] [--write]
+
+1. Pyro step vs a hand-written torch step of the same loss (bench/handwritten.py), same model, batch and
+   noise (the two losses are checked equal first): ratio of median times per supervision-step update.
+2. Width: per-trajectory cost of prior rollouts at N = 20 vs N = 1 (N folded into the batch).
+3. Memory: peak resident memory of training with N_sup = 16 vs N_sup = 4 (fresh subprocess each).
+4. torchrun with 2 CPU processes vs 1 process: training samples per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from handwritten import handwritten_loss  # noqa: E402
+
+from gram_pyro import GRAM, preset, prior_rollouts  # noqa: E402
+from gram_pyro.cli import setup_runtime  # noqa: E402
+from gram_pyro.train import BatchNoise, OptimConfig, StepLoss, make_optimizer  # noqa: E402
+
+
+def data(args, B=None):
+    g = torch.Generator().manual_seed(0)
+    B = B or args.batch
+    x = torch.randint(1, 6, (B, args.seq_len), generator=g)
+    return x, torch.randint(2, 6, (B, args.seq_len), generator=g)
+
+
+def step_ratio(args) -> dict:
+    """Median ms per update: our Trainer step (StepLoss under BatchNoise + AdamW) vs the hand-written one."""
+    x, y = data(args)
+    gram = GRAM(preset(args.preset, vocab_size=6, seq_len=args.seq_len))
+    c = gram.cfg
+    step_loss = StepLoss(gram, c.alpha)
+    opt, _ = make_optimizer(gram, OptimConfig())
+    h0, l0 = gram.initial_carry(x.shape[:1])
+    with torch.no_grad():  # same noise -> same loss: checks the reference is the same computation
+        with BatchNoise(torch.Generator().manual_seed(7), len(x)):
+            ours = step_loss(x, y, None, 0)[0]
+        ref = handwritten_loss(gram, x, y, h0, l0, c.beta, c.alpha, torch.Generator().manual_seed(7))[0]
+    assert abs(float(ours) - float(ref)) < 1e-4 * max(1.0, abs(float(ref))), (float(ours), float(ref))
+
+    def ours_step(i):
+        with BatchNoise(torch.Generator().manual_seed(i), len(x)):
+            loss = step_loss(x, y, None, 0)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def ref_step(i):
+        loss = handwritten_loss(gram, x, y, h0, l0, c.beta, c.alpha, torch.Generator().manual_seed(i))[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    times = {"pyro": [], "torch": []}
+    for i in range(args.repeats + 2):  # interleaved, first two are warm-up
+        for name, fn in (("pyro", ours_step), ("torch", ref_step)):
+            t0 = time.perf_counter()
+            fn(i)
+            if i >= 2:
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    return {"pyro_ms": med["pyro"], "torch_ms": med["torch"], "ratio": med["pyro"] / med["torch"]}
+
+
+def width_ratio(args) -> dict:
+    """Per-trajectory prior-rollout cost at N = 20 vs N = 1 for 16 inputs."""
+    x, _ = data(args, B=16)
+    gram = GRAM(preset(args.preset, vocab_size=6, seq_len=args.seq_len)).eval()
+    out = {}
+    for n in (1, 20):
+        ts = []
+        for _ in range(max(3, args.repeats // 4)):
+            t0 = time.perf_counter()
+            prior_rollouts(gram, x, num_samples=n)
+            ts.append((time.perf_counter() - t0) / n)
+        out[n] = statistics.median(ts) * 1e3
+    return {"n1_ms_per_traj": out[1], "n20_ms_per_traj": out[20], "ratio": out[20] / out[1]}
+
+
+MEM_SCRIPT = """
+import resource, sys, torch
+from gram_pyro import GRAM, preset
+from gram_pyro.cli import setup_runtime
+from gram_pyro.train import OptimConfig
+from gram_pyro.trainer import Trainer
+setup_runtime()
+n_sup, seq, B, name = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+g = torch.Generator().manual_seed(0)
+x = torch.randint(1, 6, (B, seq), generator=g); y = torch.randint(2, 6, (B, seq), generator=g)
+Trainer(GRAM(preset(name, vocab_size=6, seq_len=seq, N_sup=n_sup)), x, y, OptimConfig(batch_size=B)).run(2)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def memory_ratio(args) -> dict:
+    """Peak RSS (MiB) of a fresh process training 2 batches at N_sup = 4 and 16; the baseline process too."""
+    rss = {}
+    for n_sup in (4, 16):
+        res = subprocess.run([sys.executable, "-c", MEM_SCRIPT, str(n_sup), str(args.seq_len), str(args.batch),
+                              args.preset], capture_output=True, text=True, check=True)
+        rss[n_sup] = int(res.stdout.split()[-1]) / 1024
+    return {"nsup4_mib": rss[4], "nsup16_mib": rss[16], "ratio": rss[16] / rss[4]}
+
+
+def ddp_throughput(args) -> dict:
+    """Samples/s of `gram train` with 1 vs 2 processes: wall time of the training command (data cached)."""
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "GRAM_CACHE": str(Path(tmp) / "cache")}
+        batches = 8
+        common = ["-m", "gram_pyro.cli", "train", "--task", "nqueens-8", "--preset", args.preset, "--quiet",
+                  "--set", f"train.batches={batches}", "--set", "train.eval_every=0", "--set",
+                  "train.checkpoint_every=0", "--set", f"optim.batch_size={args.batch}"]
+        for procs in (1, 2, 1, 2):  # twice each, keep the faster (the first run also builds the data cache)
+            launcher = [sys.executable] if procs == 1 else [sys.executable, "-m", "torch.distributed.run",
+                                                            "--standalone", f"--nproc_per_node={procs}"]
+            run = Path(tmp) / f"p{procs}-{time.perf_counter_ns()}"
+            t0 = time.perf_counter()
+            subprocess.run([*launcher, *common, "--out", str(run)], check=True, env=env, capture_output=True)
+            rate = batches * args.batch / (time.perf_counter() - t0)
+            rates[procs] = max(rates.get(procs, 0.0), rate)
+    return {"p1_samples_s": rates[1], "p2_samples_s": rates[2], "ratio": rates[2] / rates[1]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seq-len", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: step,width,memory,ddp")
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    setup_runtime()
+    skip = set(args.skip.split(","))
+    parts = {"step": step_ratio, "width": width_ratio, "memory": memory_ratio, "ddp": ddp_throughput}
+    results = {k: fn(args) for k, fn in parts.items() if k not in skip}
+    rows = {
+        "step": ("Pyro step / hand-written torch step (same loss, model, batch, noise)", "pyro_ms", "torch_ms", "≤ 1.10"),
+        "width": ("per-trajectory rollout cost, N = 20 / N = 1", "n20_ms_per_traj", "n1_ms_per_traj", "≤ 0.5"),
+        "memory": ("peak memory of training, N_sup = 16 / N_sup = 4 (MiB)", "nsup16_mib", "nsup4_mib", "≤ 1.10"),
+        "ddp": ("training samples/s, torchrun 2 processes / 1 process", "p2_samples_s", "p1_samples_s", "≥ 1.6"),
+    }
+    lines = ["| measurement | numerator | denominator | ratio | target |", "|---|---|---|---|---|"]
+    for k, r in results.items():
+        label, a, b, target = rows[k]
+        lines.append(f"| {label} | {r[a]:.2f} | {r[b]:.2f} | {r['ratio']:.2f} | {target} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        cmd = "python " + " ".join(sys.argv)
+        head = (f"\n## Speed and memory ratios, preset `{args.preset}`, batch {args.batch}, sequence {args.seq_len}\n\n"
+                f"`{cmd}` — {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+                f"torch {torch.__version__}, {datetime.date.today()}; medians of {args.repeats} repeats\n\n")
+        with open(ROOT / "docs" / "results.md", "a") as f:
+            f.write(head + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
