@@ -12,10 +12,7 @@
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import append_results  # noqa: E402
 from handwritten import handwritten_loss  # noqa: E402
 
 from gram_pyro import GRAM, preset, prior_rollouts  # noqa: E402
@@ -166,13 +162,8 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        cmd = "python " + " ".join(sys.argv)
-        head = (f"\n## Speed and memory ratios, preset `{args.preset}`, batch {args.batch}, sequence {args.seq_len}\n\n"
-                f"`{cmd}` — {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-                f"torch {torch.__version__}, {datetime.date.today()}; medians of {args.repeats} repeats\n\n")
-        with open(ROOT / "docs" / "results.md", "a") as f:
-            f.write(head + table + "\n")
-
+        append_results(f"Speed and memory ratios, preset `{args.preset}`, batch {args.batch}, sequence {args.seq_len}",
+                       table, note=f"medians of {args.repeats} repeats")
 
 if __name__ == "__main__":
     main()

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from gram_pyro import GRAM, preset
-from gram_pyro.cli import setup_runtime
-from gram_pyro.train import OptimConfig
-from gram_pyro.trainer import Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import append_results  # noqa: E402
+
+from gram_pyro import GRAM, preset  # noqa: E402
+from gram_pyro.cli import setup_runtime  # noqa: E402
+from gram_pyro.train import OptimConfig  # noqa: E402
+from gram_pyro.trainer import Trainer  # noqa: E402
 
 
 def time_steps(gram, x, y, repeats, shared=True) -> float:
@@ -68,13 +68,8 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        cmd = "python " + " ".join(sys.argv)
-        head = (f"\n## Supervision-step time, preset `{args.preset}` (D={cfg.D}, K={cfg.K}, T={cfg.T}), "
-                f"batch {args.batch}, sequence {args.seq_len}\n\n`{cmd}` — {platform.processor() or platform.machine()}, "
-                f"{torch.get_num_threads()} threads, torch {torch.__version__}, {datetime.date.today()}\n\n")
-        with open(Path(__file__).resolve().parents[1] / "docs" / "results.md", "a") as f:
-            f.write(head + table + "\n")
-
+        append_results(f"Supervision-step time, preset `{args.preset}` (D={cfg.D}, K={cfg.K}, T={cfg.T}), "
+                       f"batch {args.batch}, sequence {args.seq_len}", table)
 
 if __name__ == "__main__":
     main()

@@ -56,7 +56,7 @@ class OptimConfig:
 OPTIM_PRESETS = {
     # gram-paper.md §7: AdamW lr 1e-4, weight decay 1.0, clip 1.0, batch 768, EMA 0.9999; warm-up as TRM.
     "paper": OptimConfig(lr=1e-4, weight_decay=1.0, clip=1.0, warmup=2000, batch_size=768, ema_decay=0.9999),
-    "cpu": OptimConfig(lr=3e-3, weight_decay=0.1, clip=1.0, warmup=10, batch_size=64, ema_decay=0.0),
+    "cpu": OptimConfig(lr=2e-3, weight_decay=0.1, clip=1.0, warmup=10, batch_size=64, ema_decay=0.98),
 }
 
 
