@@ -166,3 +166,15 @@ def test_truncated_transitions_can_be_drawn_from_the_prior():
         assert torch.equal(g.loc, m.loc) and torch.equal(g.scale, m.scale)
     g, m = gtr.nodes["eps_0_2"]["fn"].base_dist, mtr.nodes["eps_0_2"]["fn"].base_dist
     assert not torch.equal(g.loc, m.loc)  # the last transition sees y
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    from gram_pyro.layers import apply_rope, rope_freqs
+
+    freqs = rope_freqs(8, 4)
+    q, k = torch.randn(4), torch.randn(4)
+    rq = apply_rope(q.expand(8, 4).contiguous(), freqs)
+    rk = apply_rope(k.expand(8, 4).contiguous(), freqs)
+    assert torch.allclose(rq[5] @ rk[3], rq[4] @ rk[2], atol=1e-5)
+    assert torch.allclose(rq[0] @ rk[0], q @ k, atol=1e-5)
+    assert not torch.allclose(rq[5] @ rk[3], rq[5] @ rk[4], atol=1e-3)
