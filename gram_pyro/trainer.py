@@ -142,14 +142,15 @@ class Trainer:
         self.step += 1  # the noise of the next update differs from the skipped one
         raise _SkipBatch
 
-    def run(self, num_batches: int, max_seconds: float | None = None) -> None:
+    def run(self, num_batches: int, max_cpu_seconds: float | None = None) -> None:
         """Train until ``num_batches`` batches are complete in total (a resumed run continues the count).
 
-        ``max_seconds`` stops earlier, at the first batch boundary past that wall-clock budget (benchmarks
-        compare models at equal budget); the final evaluation and checkpoint still happen.
+        ``max_cpu_seconds`` stops earlier, at the first batch boundary past that budget of this process's
+        CPU time (all threads; unlike wall time it does not shrink when other work shares the machine) —
+        benchmarks compare models at equal budget.  The final evaluation and checkpoint still happen.
         """
         self.gram.train()
-        start = time.perf_counter()
+        start = time.process_time()
         steps = self.gram.cfg.N_sup if self.gram.cfg.deep_supervision else 1
         bar = tqdm(total=num_batches, initial=self.batch, desc="train", disable=not self.progress or self.rank)
         while self.batch < num_batches:
@@ -176,7 +177,7 @@ class Trainer:
             bar.set_postfix(loss=f"{summary['loss']:.4f}", kl=f"{summary['kl']:.4f}")
             if self.on_batch is not None and self.rank == 0:
                 self.on_batch(summary)
-            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            if max_cpu_seconds is not None and time.process_time() - start > max_cpu_seconds:
                 num_batches = self.batch
             last = self.batch == num_batches
             if self.evaluate is not None and (last or (self.eval_every and self.batch % self.eval_every == 0)):

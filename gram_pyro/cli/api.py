@@ -157,10 +157,10 @@ def make_evaluator(task: Task, split: Split, width: int, max_inputs: int):
 
 def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), mode: str | None = None,
         resume: bool = False, data_path: str | None = None, progress: bool = True, on_batch=None,
-        max_seconds: float | None = None) -> Run:
+        max_cpu_seconds: float | None = None) -> Run:
     """Train a run into folder ``out`` (``gram train``); with ``resume`` continue from its checkpoint.
 
-    ``max_seconds`` ends training at the first batch boundary past that wall-clock budget.
+    ``max_cpu_seconds`` ends training at the first batch boundary past that budget of CPU time.
     """
     out = Path(out)
     task_obj = tasks.get_task(task)
@@ -196,7 +196,7 @@ def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), m
         nan_policy=config.train.nan_policy, max_skips=config.train.max_skips)
     if resume:
         trainer.resume()
-    trainer.run(config.train.batches, max_seconds)
+    trainer.run(config.train.batches, max_cpu_seconds)
     trainer.finalize()
     return Run(out, config, task_obj, gram, read_history(out), splits)
 
