@@ -10,8 +10,8 @@ are fsynced, then renamed over the old file: a crash mid-write leaves the previo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import pickle
 import tempfile
 import zipfile
 from pathlib import Path
@@ -33,8 +33,11 @@ def atomic_path(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -52,6 +55,28 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
+def load_weights(module: torch.nn.Module, weights: dict, source: str | Path) -> None:
+    """``module.load_state_dict(weights)`` with a one-line CheckpointError for weights of another layout."""
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: the weights do not fit this model "
+                              f"({str(err).splitlines()[0][:200]})") from None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSON-lines log, skipping blank lines and a line torn by a crash mid-write."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 def save(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, lambda f: torch.save({"format": FORMAT, **state}, f))
 
@@ -62,14 +87,20 @@ def load(path: str | Path, identity: str | None = None, map_location: str | torc
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
+        with zipfile.ZipFile(path) as z:  # torch does not check the archive's CRCs: a flipped byte loads silently
+            bad = z.testzip()
+        if bad is not None:
+            raise CheckpointError(f"{path} is corrupted (CRC mismatch in {bad})")
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+    except CheckpointError:
+        raise
+    except Exception as err:  # truncated, foreign or hostile files: whatever the unpickler raises
         raise CheckpointError(f"{path} is not a readable gram_pyro checkpoint (truncated or foreign): "
                               f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path} is not a gram_pyro checkpoint (no format field)")
     if state["format"] != FORMAT:
-        raise CheckpointError(f"{path} has checkpoint format {state['format']}, this version reads {FORMAT}")
+        raise CheckpointError(f"{path} has checkpoint format {state['format']!r}, this version reads {FORMAT!r}")
     if identity is not None and state.get("identity") != identity:
         raise CheckpointError(f"{path} was written for a different task or model configuration "
                               f"(identity {state.get('identity')} != {identity})")

@@ -8,6 +8,7 @@ per supervision step, ``N_sup`` supervision steps, ``beta`` KL weight, ``alpha``
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,19 +78,19 @@ class GRAMConfig:
             raise ValueError(f"truncated_from must be 'posterior' or 'prior', got {self.truncated_from!r}")
         if self.decoder not in ("linear", "swiglu"):
             raise ValueError(f"unknown decoder {self.decoder!r}; choose 'linear' or 'swiglu'")
-        if self.D % self.n_heads:
-            raise ValueError(f"D={self.D} is not divisible by n_heads={self.n_heads}")
-        for name in ("K", "T", "N_sup", "D", "D_h", "n_layers", "vocab_size", "seq_len"):
+        for name in ("K", "T", "N_sup", "D", "D_h", "n_heads", "n_layers", "seq_hidden", "vocab_size", "seq_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.D % self.n_heads:
+            raise ValueError(f"D={self.D} is not divisible by n_heads={self.n_heads}")
         if self.n_prefix < 0:
             raise ValueError(f"n_prefix must be >= 0, got {self.n_prefix}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
-        if not 0 < self.sigma_min < self.sigma_init < self.sigma_max:
-            raise ValueError("need 0 < sigma_min < sigma_init < sigma_max")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+        if not 0 < self.sigma_min < self.sigma_init < self.sigma_max < math.inf or not self.guide_only_sigma > 0:
+            raise ValueError("need 0 < sigma_min < sigma_init < sigma_max (finite) and guide_only_sigma > 0")
         if self.out_len is not None and not 1 <= self.out_len <= self.seq_len:
             raise ValueError(f"out_len must lie in [1, seq_len={self.seq_len}], got {self.out_len}")
 

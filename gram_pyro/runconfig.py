@@ -112,6 +112,9 @@ def load_preset(name_or_path: str) -> dict[str, dict[str, Any]]:
     data = data or {}
     if not isinstance(data, dict) or set(data) - {"model", "optim", "train"}:
         raise ConfigError(f"preset {path}: top-level keys must be among model, optim, train")
+    for k, section in data.items():
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"preset {path}: section {k!r} must be a mapping of keys to values")
     return {k: dict(data.get(k) or {}) for k in ("model", "optim", "train")}
 
 
@@ -149,13 +152,15 @@ def _coerce(key: str, value: Any, hint) -> Any:
             return text
         if origin is tuple:
             items = value if isinstance(value, (list, tuple)) else [s for s in text.split(",") if s]
-            if key == "prior_args":  # "df=3,scale=2" or a mapping
+            if key.rsplit(".", 1)[-1] == "prior_args":  # "df=3,scale=2" or a mapping
                 items = value.items() if isinstance(value, dict) else [s.split("=", 1) for s in items]
+                if any(len(kv) != 2 or not str(kv[0]).isidentifier() for kv in items):
+                    raise ValueError
                 return tuple((str(k), _number(v)) for k, v in items)
             return tuple(float(i) for i in items)
     except (ValueError, TypeError):
         pass
-    kind = getattr(hint, "__name__", str(hint))
+    kind = "name=value pairs" if key.endswith("prior_args") else getattr(hint, "__name__", str(hint))
     raise ConfigError(f"config key {key} expects {kind}, got {value!r}")
 
 
@@ -196,7 +201,7 @@ def build_run_config(task: str, sizes: dict[str, int], preset_name: str = "cpu",
         fields = {f.name for f in dataclasses.fields(cls)}
         for key in values:
             if key not in fields or (section == "model" and key in _SIZES):
-                raise ConfigError(f"unknown config key {section}.{key}")
+                raise ConfigError(f"unknown config key {section}.{key if key.isidentifier() else repr(key)}")
         if section == "model" and str(values.get("beta", "")).lower() == "paper":
             if paper_beta(task) is None:
                 raise ConfigError(f"the paper gives no beta for task {task!r}; set model.beta to a number")
@@ -223,7 +228,7 @@ def build_run_config(task: str, sizes: dict[str, int], preset_name: str = "cpu",
     for key in ("batches", "eval_width", "eval_inputs"):
         if getattr(train, key) < 1:
             raise ConfigError(f"config key train.{key} must be >= 1, got {getattr(train, key)}")
-    for key in ("eval_every", "checkpoint_every"):
+    for key in ("eval_every", "checkpoint_every", "seed", "max_skips"):
         if getattr(train, key) < 0:
             raise ConfigError(f"config key train.{key} must be >= 0, got {getattr(train, key)}")
     return RunConfig(task, sections["model"], sections["optim"], train)

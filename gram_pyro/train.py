@@ -15,6 +15,7 @@ a run's randomness depends on the seed and step only — not on the number of pr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,8 +46,11 @@ class OptimConfig:
     ema_decay: float = 0.0
 
     def __post_init__(self):
-        if not self.lr > 0 or self.weight_decay < 0 or not self.clip > 0 or self.warmup < 0:
-            raise ValueError("need lr > 0, weight_decay >= 0, clip > 0 and warmup >= 0")
+        finite = all(math.isfinite(v) for v in (self.lr, self.weight_decay, self.clip))
+        if not finite or not self.lr > 0 or self.weight_decay < 0 or not self.clip > 0 or self.warmup < 0:
+            raise ValueError("need finite lr > 0, weight_decay >= 0, clip > 0 and warmup >= 0")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -239,20 +239,26 @@ class Trainer:
 
     def resume(self, path: str | Path | None = None) -> None:
         """Load a checkpoint and drop log lines written after it (they are replayed exactly)."""
-        state = checkpoint.load(path or self.checkpoint_path, identity=self.identity, map_location=self.device)
-        self.gram.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"].items()}
-        self.batch, self.step = state["batch"], state["step"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
+        path = path or self.checkpoint_path
+        state = checkpoint.load(path, identity=self.identity, map_location=self.device)
+        try:
+            checkpoint.load_weights(self.gram, state["model"], path)
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            if self.ema is not None and state["ema"] is not None:
+                self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"].items()}
+            self.batch, self.step = int(state["batch"]), int(state["step"])
+            torch.set_rng_state(state["rng"]["torch"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            if isinstance(err, checkpoint.CheckpointError):
+                raise
+            raise checkpoint.CheckpointError(f"{path}: incomplete or incompatible training state "
+                                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        if state["rng"].get("cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if self.log_path is not None and self.log_path.exists() and self.rank == 0:
-            kept = [line for line in self.log_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["batch"] < self.batch]
-            checkpoint.atomic_write_text(self.log_path, "".join(line + "\n" for line in kept))
+            kept = [r for r in checkpoint.read_jsonl(self.log_path) if r.get("batch", -1) < self.batch]
+            checkpoint.atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def finalize(self) -> None:
         """Leave the EMA weights in the model (what evaluation and the final checkpoint's users see)."""

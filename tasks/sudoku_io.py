@@ -15,7 +15,6 @@ Every error is a one-line :class:`TaskInputError` that names the file, the line 
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,12 +122,13 @@ def _read_tdoku(text: str, path: str, n: int, limit: int | None) -> PuzzleFile:
 
 
 def _read_csv(text: str, path: str, n: int, limit: int | None) -> PuzzleFile:
-    rows = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
     puzzles, answers, ratings, sources, lines = [], [], [], [], []
-    for row in rows:
-        no = rows.line_num
-        if not row or (len(row) == 1 and not row[0].strip()) or row[0].startswith("#"):
+    for no, raw in enumerate(text.splitlines(), 1):
+        if raw.startswith("#"):  # a comment is decided on the raw line: a quoted "#source" field is data
+            continue
+        row = next(csv.reader([raw]), [])
+        if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if header is None:
             header = [h.strip() for h in row]
@@ -186,6 +186,7 @@ def write_csv(
     """Write puzzles in the Sudoku-Extreme CSV schema (``.`` blanks), readable by :func:`read_puzzles`."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh, lineterminator="\n")
+        quoted = csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_ALL)  # "#source" is data, not a comment
         out.writerow(CSV_FIELDS)
         for p, a, r, s in zip(puzzles, answers, ratings, sources):
-            out.writerow([s, format_grid(p), format_grid(a), int(r)])
+            (quoted if s.startswith("#") else out).writerow([s, format_grid(p), format_grid(a), int(r)])

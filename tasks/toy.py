@@ -37,7 +37,7 @@ class PermutationTask(Task):
         for i, ch in enumerate(text):
             if ch in ".0":
                 continue
-            if not ch.isdigit() or not 1 <= int(ch) <= self.n:
+            if ch not in "123456789"[: self.n]:
                 raise TaskInputError(f"{self.name}: cell {i + 1}: bad character {ch!r} (use 1-{self.n} or '.')")
             out[i] = int(ch) + 1
         given = out[out > 1]
@@ -54,16 +54,29 @@ class PermutationTask(Task):
     def decode_output(self, tokens: np.ndarray) -> str:
         return "".join(str(int(t) - 1) if t >= 2 else "." for t in tokens)
 
+    def _row(self, a) -> np.ndarray | None:
+        """``a`` as an int64 [n] token row, or None when it is not one."""
+        try:
+            arr = np.asarray(a)
+        except (ValueError, TypeError):
+            return None
+        if arr.shape != (self.n,) or arr.dtype.kind not in "iu":
+            return None
+        return arr.astype(np.int64)
+
     def verify(self, x: np.ndarray, y: np.ndarray) -> bool:
-        y = np.asarray(y)
-        if y.shape != (self.n,) or sorted(y.tolist()) != list(range(2, self.n + 2)):
+        x, y = self._row(x), self._row(y)
+        if x is None or y is None or sorted(y.tolist()) != list(range(2, self.n + 2)):
             return False
-        given = np.asarray(x) >= 2
-        return bool((y[given] == np.asarray(x)[given]).all())
+        given = x >= 2
+        return bool((y[given] == x[given]).all())
 
     def solutions(self, x: np.ndarray) -> np.ndarray:
-        given = np.asarray(x) >= 2
-        keep = (self._perms[:, given] == np.asarray(x)[given]).all(axis=1)
+        x = self._row(x)
+        if x is None:
+            return np.empty((0, self.n), dtype=np.int64)
+        given = x >= 2
+        keep = (self._perms[:, given] == x[given]).all(axis=1)
         return self._perms[keep]
 
     def _all_inputs(self) -> np.ndarray:

@@ -29,19 +29,45 @@ from gram_pyro.runconfig import list_presets
 
 
 def setup_runtime(validate: bool = False) -> None:
-    """Entry-point hygiene: flush denormals (8x slowdowns seen), threads = cores, and Pyro's
+    """Entry-point hygiene: flush denormals (8x slowdowns seen), threads = cores (or $OMP_NUM_THREADS), Pyro's
     validation off for production runs (tests keep it on; ``GRAM_VALIDATE=1`` turns it back on)."""
     pyro.enable_validation(validate or os.environ.get("GRAM_VALIDATE") == "1")
     torch.set_flush_denormal(True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores))
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else max(1, cores))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``gram: error: ...`` line (exit code 2) like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"gram: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
 
 
 def _ints(text: str) -> list[int]:
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return values
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integer, got {value}")
+    return value
+
+
+def seed_sampling(seed: int) -> None:
+    """Seed torch, pyro and numpy so that eval/solve/generate print the same numbers for the same command."""
+    pyro.set_rng_seed(seed)
 
 
 def cmd_tasks(args) -> int:
@@ -92,6 +118,7 @@ def cmd_eval(args) -> int:
     from gram_pyro.cli import api
 
     run = api.load_run(args.run, args.data, args.device)
+    seed_sampling(args.seed)
     rows = api.evaluate(run, args.width, args.depth, args.halting, args.split, args.max_inputs, progress=not args.json)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -107,10 +134,14 @@ def cmd_solve(args) -> int:
     from gram_pyro.cli import api
 
     run = api.load_run(args.run, device=args.device)
+    seed_sampling(args.seed)
     user = args.input
     if os.path.isfile(user) and not user.endswith(".col"):
-        with open(user) as f:
-            user = f.read()
+        try:
+            with open(user, encoding="utf-8") as f:
+                user = f.read()
+        except UnicodeDecodeError:
+            raise ValueError(f"{args.input}: not a UTF-8 text file") from None
     out = api.solve(run, user, args.width, args.depth)
     if args.json:
         print(json.dumps(out, indent=2))
@@ -127,6 +158,7 @@ def cmd_generate(args) -> int:
     from gram_pyro.cli import api
 
     run = api.load_run(args.run, device=args.device)
+    seed_sampling(args.seed)
     blank = run.splits["test"].inputs[0]
     draws = api.sample(run, blank, args.num, args.depth)[0]
     valid = [bool(run.task.verify(blank, y)) for y in draws]
@@ -163,14 +195,14 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gram", description="GRAM (arXiv 2605.19376) as a Pyro program")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = OneLineParser(prog="gram", description="GRAM (arXiv 2605.19376) as a Pyro program")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     sub.add_parser("tasks", help="list tasks, presets and modes").set_defaults(func=cmd_tasks)
 
     d = sub.add_parser("data", help="build and cache a task's splits; --stats prints counts as JSON")
     d.add_argument("task")
     d.add_argument("--stats", action="store_true")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=_natural, default=0)
     d.add_argument("--data", help="a data file the task can read (e.g. a Sudoku list)")
     d.set_defaults(func=cmd_data)
 
@@ -192,10 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--depth", type=_ints, default=None)
     e.add_argument("--halting", action="store_true", help="stop each trajectory when sigma(q_halt) > 0.5")
     e.add_argument("--split", default="test")
-    e.add_argument("--max-inputs", type=int, default=None)
+    e.add_argument("--max-inputs", type=int, default=None, help="evaluate the first N held-out inputs (N >= 1)")
     e.add_argument("--data", help="the data file the run was trained with, if any")
     e.add_argument("--json", action="store_true")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    e.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("solve", help="answers for your own input (string, board file or DIMACS .col graph)")
@@ -205,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--depth", type=int, default=None)
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    s.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
     s.set_defaults(func=cmd_solve)
 
     g = sub.add_parser("generate", help="unconditional samples (blank-input tasks) with validity")
@@ -215,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="write every sample as JSON lines")
     g.add_argument("--json", action="store_true")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    g.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
     g.set_defaults(func=cmd_generate)
 
     m = sub.add_parser("demo", help="train GRAM and the deterministic baseline on a built-in task and compare")

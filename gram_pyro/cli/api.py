@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def load_splits(task: Task, seed: int = 0, data_path: str | None = None, verbose
     if path.exists():
         try:
             return _read_splits(path)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
     t0 = time.perf_counter()
     if verbose:
@@ -109,8 +110,9 @@ class Run:
 
 
 def read_history(path: Path) -> list[dict]:
+    """The run's log records; a torn line (a crash mid-write) is skipped."""
     file = path / "history.jsonl"
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.exists() else []
+    return checkpoint.read_jsonl(file) if file.exists() else []
 
 
 def load_run(path: str | Path, data_path: str | None = None, device: str = "cpu") -> Run:
@@ -123,7 +125,8 @@ def load_run(path: str | Path, data_path: str | None = None, device: str = "cpu"
         raise checkpoint.CheckpointError(f"{path / 'config.json'} is not valid JSON: {err}") from None
     state = checkpoint.load(path / "checkpoint.pt", identity=config.identity_hash())
     gram = GRAM(config.model)
-    gram.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
+    weights = state.get("ema") if state.get("ema") is not None else state.get("model")
+    checkpoint.load_weights(gram, weights if isinstance(weights, dict) else {}, path / "checkpoint.pt")
     gram.to(choose_device(device)).eval()
     task = tasks.get_task(config.task)
     return Run(path, config, task, gram, read_history(path), load_splits(task, config.train.seed, data_path))
@@ -180,11 +183,6 @@ def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), m
         torch.set_num_threads(max(1, torch.get_num_threads() // world_size_from_env()))
     torch.manual_seed(config.train.seed)
     gram = GRAM(config.model)
-    if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoint.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
-        if not resume:
-            (out / "history.jsonl").unlink(missing_ok=True)
     augment = task_obj.augment if config.train.augment else None
     trainer = Trainer(
         gram, torch.as_tensor(train.x), torch.as_tensor(train.y), config.optim, seed=config.train.seed,
@@ -196,6 +194,13 @@ def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), m
         nan_policy=config.train.nan_policy, max_skips=config.train.max_skips)
     if resume:
         trainer.resume()
+    if is_main_process():  # only once the configuration has built a trainer (and a resume has succeeded)
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".checkpoint.pt.*.tmp"):  # left by a crash during a checkpoint write
+            stale.unlink(missing_ok=True)
+        checkpoint.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
+        if not resume:
+            (out / "history.jsonl").unlink(missing_ok=True)
     trainer.run(config.train.batches, max_cpu_seconds)
     trainer.finalize()
     return Run(out, config, task_obj, gram, read_history(out), splits)
@@ -209,10 +214,14 @@ def evaluate(run: Run, widths=(1, 5, 20), depths=None, halting: bool = False, sp
     answer selected per input by majority vote and by the LPRM value (gram-paper.md §3.2).
     """
     widths, depths = sorted(set(widths)), sorted(set(depths or [run.config.model.N_sup]))
-    if widths[0] < 1:
-        raise ValueError(f"width must be >= 1, got {widths[0]}")
-    if depths[0] < 1:
-        raise ValueError(f"depth must be >= 1, got {depths[0]}")
+    if not widths or widths[0] < 1:
+        raise ValueError(f"widths must be integers >= 1, got {widths or 'none'}")
+    if not depths or depths[0] < 1:
+        raise ValueError(f"depths must be integers >= 1, got {depths or 'none'}")
+    if split not in run.splits:
+        raise ValueError(f"unknown split {split!r}; this run has {', '.join(run.splits)}")
+    if max_inputs is not None and max_inputs < 1:
+        raise ValueError(f"max_inputs must be >= 1, got {max_inputs}")
     inputs = run.splits[split].inputs[:max_inputs]
     x = torch.as_tensor(inputs)
     r = prior_rollouts(run.gram, x, num_samples=widths[-1], depth=depths[-1], halting=halting,
