@@ -9,14 +9,13 @@ missing value into NaN instead of failing (pyro-arviz-notes.md §2.3, ``training
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 import gram_pyro
+from gram_pyro.checkpoint import read_jsonl
 import tasks
 
 TRAIN_KEYS = ("loss", "nll", "kl", "beta", "grad_norm", "posterior_acc", "lr")
@@ -33,20 +32,7 @@ class RunData:
     seed: int = 0
 
 
-def read_history(path: str | Path) -> list[dict]:
-    """Records of a trainer JSONL log; blank lines and a torn last line (a log being written) are skipped."""
-    records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records
+read_history = read_jsonl  # a trainer JSONL log; blank lines and a torn last line are skipped
 
 
 def train_records(history: list[dict]) -> list[dict]:
