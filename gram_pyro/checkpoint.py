@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -60,8 +61,8 @@ def load_weights(module: torch.nn.Module, weights: dict, source: str | Path) -> 
     try:
         module.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{source}: the weights do not fit this model "
-                              f"({str(err).splitlines()[0][:200]})") from None
+        detail = " ".join(line.strip() for line in str(err).splitlines()[1:2]) or str(err).splitlines()[0]
+        raise CheckpointError(f"{source}: the weights do not fit this model ({detail[:200]})") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -95,8 +96,9 @@ def load(path: str | Path, identity: str | None = None, map_location: str | torc
     except CheckpointError:
         raise
     except Exception as err:  # truncated, foreign or hostile files: whatever the unpickler raises
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise CheckpointError(f"{path} is not a readable gram_pyro checkpoint (truncated or foreign): "
-                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                              f"{detail[:120]}") from None
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path} is not a gram_pyro checkpoint (no format field)")
     if state["format"] != FORMAT:

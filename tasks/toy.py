@@ -60,7 +60,9 @@ class PermutationTask(Task):
             arr = np.asarray(a)
         except (ValueError, TypeError):
             return None
-        if arr.shape != (self.n,) or arr.dtype.kind not in "iu":
+        if arr.shape != (self.n,) or arr.dtype.kind not in "iuf":
+            return None
+        if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
             return None
         return arr.astype(np.int64)
 

@@ -1,7 +1,8 @@
-"""Bad input through the Python API (docs/reliability.md, rows A01-A64): the exception type and its one-line
+"""Bad input through the Python API (docs/reliability.md, rows A01-A70): the exception type and its one-line
 message.  Task encoders raise ``TaskInputError``, configuration ``ConfigError``, run folders and checkpoints
-``CheckpointError`` (all ``ValueError`` subclasses, which the CLI turns into one-line errors).  Rows marked
-with a bug are strict xfails (docs/reliability.md, "Bugs found")."""
+``CheckpointError`` (all ``ValueError`` subclasses, which the CLI turns into one-line errors).  Rows that name a
+bug pin its fix (docs/reliability.md, "Bugs found and fixed"); a row with ``xfail=`` would be a strict xfail for
+a bug that is still open (none today)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable
 import networkx as nx
 import numpy as np
 import pytest
+import torch
 
 import tasks
 from gram_pyro import checkpoint
@@ -30,18 +32,21 @@ SIZES = {"vocab_size": 6, "seq_len": 4, "out_len": 4}
 TINY = ["train.batches=2", "train.eval_every=0", "train.eval_inputs=4", "train.eval_width=2"]
 Q4 = ".....43..1..2.4."  # a unique-solution 4x4 puzzle and its answer
 A4 = "3214143241232341"
+A4_SWAPPED = A4.translate(str.maketrans("12", "21"))  # a valid grid that changes the given 1 at r3c2
 UNSOLVABLE_9 = "12345678." + "........9" + "." * 63  # r1c9 must be 9, column 9 already has one
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("reliability_api")
-    old = os.environ.get("GRAM_CACHE")
+    old, threads = os.environ.get("GRAM_CACHE"), torch.get_num_threads()
     os.environ["GRAM_CACHE"] = str(root / "cache")
+    torch.set_num_threads(1)  # tiny models: a second thread only adds contention on a busy machine
     try:
         api.fit("toy-perm-4", root / "toy", "cpu-tiny", TINY, progress=False)
         yield SimpleNamespace(root=root, toy=root / "toy", run=api.load_run(root / "toy"))
     finally:
+        torch.set_num_threads(threads)
         if old is None:
             os.environ.pop("GRAM_CACHE", None)
         else:
@@ -73,7 +78,8 @@ class Row:
     call: Callable  # call(env, tmp_path)
     exc: type
     message: str  # "{tmp}" is filled in; must be a substring of the one-line message
-    bug: str | None = None
+    bug: str | None = None  # the fixed bug or observation this row pins (docs/reliability.md)
+    xfail: str | None = None  # a bug that is still open: strict xfail with this reason
 
 
 ROWS = [
@@ -134,8 +140,8 @@ ROWS = [
     # --- Sudoku files
     Row("A28", lambda e, t: read_puzzles(write(t / "a.csv", f"source,question\nx,{Q4}\n"), 4), TaskInputError,
         "{tmp}/a.csv: line 1: CSV header lacks field(s) answer"),
-    Row("A29", lambda e, t: read_puzzles(write(t / "b.csv", f"question,answer\n{Q4},4{A4[1:]}\n"), 4),
-        TaskInputError, "{tmp}/b.csv: line 2: field 'answer': digit 4 at r1c4 repeats in row 1 (also at r1c1)"),
+    Row("A29", lambda e, t: read_puzzles(write(t / "b.csv", f"question,answer\n{Q4},{A4_SWAPPED}\n"), 4),
+        TaskInputError, "{tmp}/b.csv: line 2: field 'answer': answer changes the given 1 at r3c2 to 2"),
     Row("A30", lambda e, t: read_puzzles(write(t / "c.csv", f"question,answer,rating\n{Q4},{A4},hard\n"), 4),
         TaskInputError, "{tmp}/c.csv: line 2: field 'rating': not an integer: 'hard'"),
     Row("A31", lambda e, t: read_puzzles(write(t / "d.csv", f"question,answer\n{Q4},{A4},extra\n"), 4),
@@ -159,13 +165,14 @@ ROWS = [
     Row("A39", lambda e, t: brc("train.nan_policy=maybe"), ConfigError,
         "config key train.nan_policy expects stop or skip, got 'maybe'"),
     Row("A40", lambda e, t: brc("model.n_heads=3"), ConfigError, "model: D=32 is not divisible by n_heads=3"),
-    Row("A41", lambda e, t: brc("optim.preset=bogus"), ConfigError, "unknown optimiser preset 'bogus'; known: paper, cpu"),
+    Row("A41", lambda e, t: brc("optim.preset=bogus"), ConfigError,
+        "unknown optimiser preset 'bogus'; known: paper, cpu"),
     Row("A42", lambda e, t: brc("train.device=tpu"), ConfigError,
         "config key train.device expects auto, cpu or cuda, got 'tpu'"),
     Row("A43", lambda e, t: brc("train.checkpoint_every=-1"), ConfigError,
         "config key train.checkpoint_every must be >= 0, got -1"),
     Row("A44", lambda e, t: brc("optim.lr=0"), ConfigError,
-        "optim: need lr > 0, weight_decay >= 0, clip > 0 and warmup >= 0"),
+        "optim: need finite lr > 0, weight_decay >= 0, clip > 0 and warmup >= 0"),
     Row("A45", lambda e, t: brc("model.alpha=2"), ConfigError, "model: alpha must lie in [0, 1], got 2.0"),
     Row("A46", lambda e, t: brc("train.batches=1.5"), ConfigError, "config key train.batches expects int, got '1.5'"),
     Row("A47", lambda e, t: brc(preset=str(write(t / "p.json", '{"model": {"D": 32,}}'))), ConfigError,
@@ -183,29 +190,37 @@ ROWS = [
     Row("A52", lambda e, t: checkpoint.load(e.toy / "checkpoint.pt", identity="0123456789abcdef"), CheckpointError,
         "checkpoint.pt was written for a different task or model configuration (identity "),
     Row("A53", lambda e, t: checkpoint.load(t), CheckpointError, "no checkpoint at {tmp}"),
-    Row("A54", lambda e, t: api.evaluate(e.run, widths=(0, 5)), ValueError, "width must be >= 1, got 0"),
-    Row("A55", lambda e, t: api.evaluate(e.run, widths=(1,), depths=(-1,)), ValueError, "depth must be >= 1, got -1"),
+    Row("A54", lambda e, t: api.evaluate(e.run, widths=(0, 5)), ValueError,
+        "widths must be integers >= 1, got [0, 5]"),
+    Row("A55", lambda e, t: api.evaluate(e.run, widths=(1,), depths=(-1,)), ValueError,
+        "depths must be integers >= 1, got [-1]"),
     Row("A56", lambda e, t: api.sample(e.run, e.run.task.encode_input("12.."), width=0), ValueError,
         "num_samples (width) must be >= 1, got 0"),
-    # --- bugs (strict xfail): what a fixed version should do
+    # --- fixed bugs (docs/reliability.md, "Bugs found and fixed"): what the fixed code does
     Row("A57", lambda e, t: task("toy-perm-4").encode_input("\u00b2..."), TaskInputError,
-        "toy-perm-4: cell 1: bad character '\u00b2' (use 1-4 or '.')",
-        bug="tasks/toy.py encode_input: int('\u00b2') raises a bare ValueError (str.isdigit accepts superscripts)"),
+        "toy-perm-4: cell 1: bad character '\u00b2' (use 1-4 or '.')", bug="B14"),
     Row("A58", lambda e, t: brc("model.bogus\nkey=1"), ConfigError, "unknown config key model.'bogus\\nkey'",
-        bug="runconfig.build_run_config: a key containing a newline gives a two-line ConfigError"),
-    Row("A59", lambda e, t: brc("optim.betas=0.9"), ConfigError, "betas",
-        bug="OptimConfig accepts a single beta (AdamW fails later with IndexError)"),
-    Row("A60", lambda e, t: brc("model.beta=nan"), ConfigError, "beta",
-        bug="GRAMConfig accepts beta=nan (training fails later with an unrelated message)"),
-    Row("A61", lambda e, t: api.evaluate(e.run, widths=()), ValueError, "width",
-        bug="api.evaluate: an empty width list raises IndexError"),
-    Row("A62", lambda e, t: api.evaluate(e.run, widths=(1,), split="nope"), ValueError, "split",
-        bug="api.evaluate: an unknown split raises KeyError"),
+        bug="B16"),
+    Row("A59", lambda e, t: brc("optim.betas=0.9"), ConfigError,
+        "optim: betas must be two numbers in [0, 1), got (0.9,)", bug="B2"),
+    Row("A60", lambda e, t: brc("model.beta=nan"), ConfigError, "model: beta must be a finite number >= 0, got nan",
+        bug="B3"),
+    Row("A67", lambda e, t: brc("model.n_heads=0"), ConfigError, "model: n_heads must be >= 1, got 0", bug="B20"),
+    Row("A68", lambda e, t: brc("model.prior_args=0"), ConfigError,
+        "config key model.prior_args expects name=value pairs, got '0'", bug="B17"),
+    Row("A61", lambda e, t: api.evaluate(e.run, widths=()), ValueError, "widths must be integers >= 1, got none",
+        bug="B5"),
+    Row("A62", lambda e, t: api.evaluate(e.run, widths=(1,), split="nope"), ValueError,
+        "unknown split 'nope'; this run has train, test", bug="B6"),
+    Row("A69", lambda e, t: brc("train.max_skips=-1"), ConfigError,
+        "config key train.max_skips must be >= 0, got -1", bug="O10"),
+    Row("A70", lambda e, t: api.evaluate(e.run, widths=(1,), max_inputs=-1), ValueError,
+        "max_inputs must be >= 1, got -1", bug="B8, O6"),
 ]
 
 
 def params(rows):
-    return [pytest.param(r, id=r.id, marks=[pytest.mark.xfail(strict=True, reason=r.bug)] if r.bug else [])
+    return [pytest.param(r, id=r.id, marks=[pytest.mark.xfail(strict=True, reason=r.xfail)] if r.xfail else [])
             for r in rows]
 
 
@@ -223,15 +238,10 @@ def test_api_row(row, env, tmp_path, monkeypatch):
 
 
 def test_A63_documented_prior_args_override_is_accepted():
-    """docs/usage.md: ``--set prior_args`` takes ``model.prior_args=df=3``."""
-    pytest.xfail if False else None
-    cfg = brc("model.prior=student_t", "model.prior_args=df=3")
-    assert dict(cfg.model.prior_args) == {"df": 3}
-
-
-test_A63_documented_prior_args_override_is_accepted = pytest.mark.xfail(
-    strict=True, reason="runconfig._coerce compares the dotted key 'model.prior_args' with 'prior_args', so the "
-    "documented form is refused as 'expects tuple'")(test_A63_documented_prior_args_override_is_accepted)
+    """docs/usage.md: ``--set prior_args`` takes ``model.prior_args=df=3`` (B17, fixed)."""
+    cfg = brc("model.prior=student_t", "model.prior_args=df=3,scale=2")
+    assert dict(cfg.model.prior_args) == {"df": 3, "scale": 2}
+    assert RunConfig.from_dict(cfg.to_dict()).identity_hash() == cfg.identity_hash()  # config.json round trip
 
 
 def test_A64_well_formed_board_without_completion_is_accepted():
@@ -249,8 +259,21 @@ def test_A65_verify_never_raises_on_malformed_toy_input():
         assert isinstance(t.verify(x, y), bool)
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/toy.py verify indexes y with a mask of x's shape: IndexError on a "
-                   "short or 2-D x, TypeError on strings or None")
 @pytest.mark.parametrize("x", [np.array([2, 3, 1]), np.array([[2, 3, 1, 1]]), "abc", None], ids=str)
 def test_A66_toy_verify_on_malformed_input_is_false(x):
-    assert task("toy-perm-4").verify(x, np.array([2, 3, 4, 5])) is False
+    """B15 (fixed): ``verify`` is False and ``solutions`` is an empty [0, 4] array for a malformed input."""
+    t = task("toy-perm-4")
+    assert t.verify(x, np.array([2, 3, 4, 5])) is False
+    assert t.verify(np.array([1, 1, 1, 1]), x) is False  # a malformed answer as well
+    sols = t.solutions(x)
+    assert isinstance(sols, np.ndarray) and sols.shape == (0, 4)
+
+
+def test_A71_toy_verify_accepts_integer_valued_floats_like_the_other_tasks():
+    t = task("toy-perm-4")
+    x = t.encode_input("....")
+    assert t.verify(x, np.array([2.0, 3.0, 4.0, 5.0])) is True
+    assert len(t.solutions(x.astype(float))) == 24
+    q = task("nqueens-6")
+    xq = q.encode_input("." * 36)
+    assert q.verify(xq, q.solutions(xq)[0].astype(float))  # what the other tasks do today

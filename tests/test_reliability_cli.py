@@ -1,17 +1,16 @@
-"""Bad input through the ``gram`` command line (docs/reliability.md, rows C01-C58).
+"""Bad input through the ``gram`` command line (docs/reliability.md, rows C01-C78).
 
 Every row is run in-process through ``gram_pyro.cli.main`` (the code ``python -m gram_pyro.cli`` runs) and
 must give exit code 2, exactly one ``gram: error: ...`` line on stderr that contains the documented message,
 no traceback, and leave every file as it was: no new or changed file in the run folders and no ``*.tmp`` file
-anywhere.  Rows marked ``SUB`` are also run as a real ``python -m gram_pyro.cli`` subprocess (one per command,
-importing torch costs ~2-3 s each).  Rows marked with a bug are strict xfails: they document what the CLI
-does today and what it should do (docs/reliability.md, "Bugs found").
+anywhere.  Rows with ``sub=True`` are also run as a real ``python -m gram_pyro.cli`` subprocess (one per command,
+importing torch costs ~2-3 s each).  Rows that name a bug pin its fix (docs/reliability.md, "Bugs found and
+fixed"); a row with ``xfail=`` would be a strict xfail for a bug that is still open (none today).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import json
@@ -49,10 +48,10 @@ UNIQUE_4 = [".....43..1..2.4.", ".....21....34...", "3.....4...1.2..."]  # uniqu
 UNSOLVABLE_4 = ".....123....4..."  # no direct conflict, but r2c1 needs a 4 that column 1 already has
 
 
-def untrained_run(name: str, path: Path, task) -> Path:
+def untrained_run(name: str, path: Path, task, sets: tuple[str, ...] = ()) -> Path:
     """A run folder (config.json + checkpoint.pt with untrained weights) and a small cached split for
     ``task``: enough for ``gram solve`` without training (only the toy run needs training)."""
-    config = build_run_config(name, api.task_sizes(task), "cpu-tiny", ["train.eval_every=0"])
+    config = build_run_config(name, api.task_sizes(task), "cpu-tiny", ["train.eval_every=0", *sets])
     path.mkdir(parents=True)
     checkpoint.atomic_write_text(path / "config.json", json.dumps(config.to_dict(), indent=2))
     torch.manual_seed(0)
@@ -66,14 +65,16 @@ def untrained_run(name: str, path: Path, task) -> Path:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("reliability_cli")
-    old = os.environ.get("GRAM_CACHE")
+    old, threads = os.environ.get("GRAM_CACHE"), torch.get_num_threads()
     os.environ["GRAM_CACHE"] = str(root / "cache")
+    torch.set_num_threads(1)  # tiny models: a second thread only adds contention on a busy machine
     try:
         api.fit("toy-perm-4", root / "toy", "cpu-tiny", TINY, progress=False)
         untrained_run("graph-coloring-6", root / "gc6", GraphColoringTask(6, 12, 4))
         untrained_run("sudoku-4", root / "sd4", SudokuTask(4, n_train=4, n_test=2))
         yield SimpleNamespace(root=root, cache=root / "cache", toy=root / "toy", gc=root / "gc6", sd=root / "sd4")
     finally:
+        torch.set_num_threads(threads)
         if old is None:
             os.environ.pop("GRAM_CACHE", None)
         else:
@@ -209,7 +210,8 @@ class Row:
     argv: list[str]  # "{toy}", "{gc}", "{sd}", "{run}", "{file}", "{tmp}" are filled in
     message: str  # a substring of the one error line ({run}, {file}, {tmp} filled in)
     setup: Callable | None = None
-    bug: str | None = None  # strict xfail: what is wrong today
+    bug: str | None = None  # the fixed bug or observation this row pins (docs/reliability.md)
+    xfail: str | None = None  # a bug that is still open: strict xfail with this reason
     sub: bool = False  # also run as a `python -m gram_pyro.cli` subprocess
     marks: list = field(default_factory=list)
 
@@ -239,14 +241,14 @@ ROWS = [
     Row("C16", T + ["--preset", "{file}"], "preset {file}: top-level keys must be among model, optim, train",
         setup=write_file("extra.yaml", "model: {D: 32}\nfoo: {bar: 1}\n")),
     Row("C17", T + ["--preset", "{tmp}/missing.yaml"], "preset file not found: {tmp}/missing.yaml"),
-    Row("C18", T + ["--preset", "{file}"], "model", setup=write_file("list.yaml", "model: [1, 2]\n"),
-        bug="runconfig.load_preset: a section that is not a mapping raises TypeError (traceback)"),
-    Row("C19", T + ["--set", "optim.betas=0.9"], "betas",
-        bug="OptimConfig accepts one beta: IndexError traceback in AdamW, after config.json is written"),
-    Row("C20", T + ["--set", "model.beta=nan"], "beta",
-        bug="GRAMConfig accepts beta=nan: training fails with 'Expected scale > 0 but got nan' after writing"),
-    Row("C21", T + ["--set", "train.seed=-1"], "train.seed",
-        bug="a negative seed is refused by numpy as 'expected non-negative integer', naming no key"),
+    Row("C18", T + ["--preset", "{file}"], "preset {file}: section 'model' must be a mapping of keys to values",
+        setup=write_file("list.yaml", "model: [1, 2]\n"), bug="B1"),
+    Row("C19", T + ["--set", "optim.betas=0.9"], "optim: betas must be two numbers in [0, 1), got (0.9,)", bug="B2"),
+    Row("C20", T + ["--set", "model.beta=nan"], "model: beta must be a finite number >= 0, got nan", bug="B3"),
+    Row("C21", T + ["--set", "train.seed=-1"], "config key train.seed must be >= 0, got -1", bug="B4"),
+    Row("C75", T + ["--set", "model.n_heads=0"], "model: n_heads must be >= 1, got 0", bug="B20"),
+    Row("C76", T + ["--set", "model.prior_args=0"], "config key model.prior_args expects name=value pairs, got '0'",
+        bug="B17"),
     Row("C22", T + ["--device", "cuda"], "train.device=cuda but no CUDA device is available",
         marks=[pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")]),
     # --- train: run folders, resume
@@ -260,25 +262,28 @@ ROWS = [
     Row("C27", ["train", "--task", "toy-perm-4", "--preset", "cpu-tiny", "--quiet", *TINY_SETS, "--out", "{run}",
                  "--resume"], "no checkpoint at {run}/checkpoint.pt", setup=damage_checkpoint("missing")),
     Row("C28", TRAIN + ["--out", "{file}"], "File exists: '{file}'", setup=existing_file),
+    # a failed --resume with other train settings: config.json is not rewritten (the snapshot check)
+    Row("C77", TRAIN + ["--out", "{run}", "--resume"], "no checkpoint at {run}/checkpoint.pt",
+        setup=damage_checkpoint("missing"), bug="O2"),
     # --- eval: arguments
-    Row("C29", ["eval", "{toy}", "--json", "--width", "0"], "width must be >= 1, got 0"),
-    Row("C30", ["eval", "{toy}", "--json", "--depth", "-1"], "depth must be >= 1, got -1"),
-    Row("C31", ["eval", "{toy}", "--json", "--width", ","], "width",
-        bug="api.evaluate: an empty width list raises IndexError (traceback)"),
-    Row("C32", ["eval", "{toy}", "--json", "--split", "nope"], "split",
-        bug="api.evaluate: an unknown split raises KeyError (traceback)"),
-    Row("C33", ["eval", "{toy}", "--json", "--width", "a"], "expected comma-separated integers, got 'a'",
-        bug="argparse errors print a usage block before the error: not one line", sub=True),
-    Row("C34", ["eval", "{toy}", "--json", "--max-inputs", "0"], "inputs",
-        bug="--max-inputs 0 gives 'not enough values to unpack (expected 3, got 0)'"),
+    Row("C29", ["eval", "{toy}", "--json", "--width", "0"], "widths must be integers >= 1, got [0]"),
+    Row("C30", ["eval", "{toy}", "--json", "--depth", "-1"], "depths must be integers >= 1, got [-1]"),
+    Row("C31", ["eval", "{toy}", "--json", "--width", ","],
+        "gram: error: argument --width: expected at least one integer, got ',' (see gram eval --help)", bug="B5"),
+    Row("C32", ["eval", "{toy}", "--json", "--split", "nope"], "unknown split 'nope'; this run has train, test",
+        bug="B6"),
+    Row("C33", ["eval", "{toy}", "--json", "--width", "a"],
+        "gram: error: argument --width: expected comma-separated integers, got 'a' (see gram eval --help)",
+        bug="B7", sub=True),
+    Row("C34", ["eval", "{toy}", "--json", "--max-inputs", "0"], "max_inputs must be >= 1, got 0", bug="B8"),
+    Row("C78", ["eval", "{toy}", "--json", "--max-inputs", "-1"], "max_inputs must be >= 1, got -1", bug="O6"),
     # --- eval: run folders and checkpoints
     Row("C35", ["eval", "{tmp}/missing"], "{tmp}/missing is not a run folder (no config.json)"),
     Row("C36", ["eval", "{run}"], "no checkpoint at {run}/checkpoint.pt", setup=damage_checkpoint("missing")),
     Row("C37", ["eval", "{run}"], "{run}/checkpoint.pt is not a readable gram_pyro checkpoint (truncated or "
-        "foreign): PytorchStreamReader failed reading zip archive", setup=damage_checkpoint("truncated"),
-        sub=True),
+        "foreign): File is not a zip file", setup=damage_checkpoint("truncated"), sub=True),
     Row("C38", ["eval", "{run}"], "{run}/checkpoint.pt is not a readable gram_pyro checkpoint (truncated or "
-        "foreign): EOFError", setup=damage_checkpoint("empty")),
+        "foreign): File is not a zip file", setup=damage_checkpoint("empty")),
     Row("C39", ["eval", "{run}"], "{run}/checkpoint.pt is not a gram_pyro checkpoint (no format field)",
         setup=damage_checkpoint("foreign")),
     Row("C40", ["eval", "{run}"], "{run}/checkpoint.pt has checkpoint format 99, this version reads 1",
@@ -286,13 +291,13 @@ ROWS = [
     Row("C41", ["eval", "{run}"], "{run}/checkpoint.pt was written for a different task or model configuration "
         "(identity ", setup=damage_checkpoint("other_run")),
     Row("C42", ["eval", "{run}"], "{run}/checkpoint.pt is not a readable gram_pyro checkpoint (truncated or "
-        "foreign): Weights only load failed", setup=damage_checkpoint("evil")),
+        "foreign): File is not a zip file", setup=damage_checkpoint("evil"),
+        marks=[pytest.mark.filterwarnings("ignore:Detected pickle protocol")]),
     Row("C43", ["eval", "{run}"], "{run}/config.json is not valid JSON: ", setup=bad_config_json),
-    Row("C44", ["eval", "{run}"], "{run}/checkpoint.pt is not a readable gram_pyro checkpoint",
-        setup=damage_checkpoint("text"),
-        bug="checkpoint.load: torch.load raises KeyError on a text file, which is not caught (traceback)"),
-    Row("C45", ["eval", "{run}"], "checkpoint.pt", setup=damage_checkpoint("weights"),
-        bug="api.load_run: load_state_dict's RuntimeError on weights of another layout is not caught"),
+    Row("C44", ["eval", "{run}"], "{run}/checkpoint.pt is not a readable gram_pyro checkpoint (truncated or "
+        "foreign): File is not a zip file", setup=damage_checkpoint("text"), bug="B9"),
+    Row("C45", ["eval", "{run}"], "{run}/checkpoint.pt: the weights do not fit this model (",
+        setup=damage_checkpoint("weights"), bug="B10"),
     # --- solve: user inputs
     Row("C46", ["solve", "{toy}", "12x."], "toy-perm-4: cell 3: bad character 'x' (use 1-4 or '.')"),
     Row("C47", ["solve", "{toy}", "123"], "toy-perm-4: expected 4 characters, got 3"),
@@ -314,8 +319,8 @@ ROWS = [
     Row("C58", ["solve", "{gc}", "{file}"], "{file}: empty file", setup=write_file("empty.col", "")),
     Row("C59", ["solve", "{gc}", "{tmp}/missing.col"], "cannot read DIMACS file '{tmp}/missing.col': "
         "FileNotFoundError"),
-    Row("C60", ["solve", "{toy}", "{file}"], "'utf-8' codec can't decode byte 0xff in position 0",
-        setup=write_file("binary.txt", b"\xff\xfe12")),
+    Row("C60", ["solve", "{toy}", "{file}"], "{file}: not a UTF-8 text file",
+        setup=write_file("binary.txt", b"\xff\xfe12"), bug="O7"),
     # --- generate
     Row("C61", ["generate", "{toy}", "--num", "0"], "num_samples (width) must be >= 1, got 0"),
     # --- data: user puzzle files
@@ -341,7 +346,8 @@ ROWS = [
         setup=write_file("bad.csv", f"source,question,answer,rating\nx,{UNIQUE_4[0]},{UNIQUE_4[0]},0\n")),
     Row("C70", ["data", "sudoku-4", "--data", "{file}"], "{file}: not a text file (byte 0 is not UTF-8)",
         setup=write_file("binary.txt", b"\xff\xfe\x00\x01")),
-    Row("C71", ["data", "nqueens-6", "--seed", "-1"], "expected non-negative integer"),
+    Row("C71", ["data", "nqueens-6", "--seed", "-1"],
+        "gram: error: argument --seed: expected non-negative integer, got -1 (see gram data --help)", bug="B4"),
 ]
 ROW_IDS = [r.id for r in ROWS]
 assert len(set(ROW_IDS)) == len(ROW_IDS)
@@ -351,8 +357,8 @@ def params(rows):
     out = []
     for r in rows:
         marks = list(r.marks)
-        if r.bug:
-            marks.append(pytest.mark.xfail(strict=True, reason=r.bug))
+        if r.xfail:
+            marks.append(pytest.mark.xfail(strict=True, reason=r.xfail))
         out.append(pytest.param(r, id=r.id, marks=marks))
     return out
 
@@ -403,13 +409,43 @@ def test_C72_garbage_dataset_cache_is_rebuilt(env, tmp_path, monkeypatch):
     assert (cache / "toy-perm-4-seed0.npz").read_bytes() == (env.cache / "toy-perm-4-seed0.npz").read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="api.load_splits does not catch zipfile.BadZipFile from a truncated .npz")
 def test_C73_truncated_dataset_cache_is_rebuilt(env, tmp_path, monkeypatch):
+    """B12 (fixed): a truncated cache entry is rebuilt like a garbage one (C72)."""
     cache = _cache_with(env, tmp_path, lambda good: good[: len(good) // 2])
     monkeypatch.setenv("GRAM_CACHE", str(cache))
     res = run_inprocess(["eval", str(env.toy), "--json", "--width", "1", "--max-inputs", "2"])
     assert res.rc == 0 and "Traceback" not in res.err, res.err
     assert not temp_files(cache)
+    assert (cache / "toy-perm-4-seed0.npz").read_bytes() == (env.cache / "toy-perm-4-seed0.npz").read_bytes()
+
+
+def test_C74_the_same_generate_command_gives_the_same_samples(env, tmp_path, monkeypatch):
+    """B19 (fixed): eval, solve and generate seed their sampling with ``--seed`` (default 0), so the same command
+    prints the same numbers whatever state the process's RNG starts in."""
+    monkeypatch.setenv("GRAM_CACHE", str(tmp_path / "cache"))
+    run = untrained_run("toy-perm-4", tmp_path / "wide", tasks_toy(), ("model.sigma_init=0.9", "model.sigma_max=1.0"))
+    commands = {
+        "generate": ["generate", str(run), "--num", "16", "--json", "--out", "{out}"],
+        "generate-seed": ["generate", str(run), "--num", "16", "--json", "--seed", "5", "--out", "{out}"],
+        "eval": ["eval", str(run), "--json", "--width", "4", "--max-inputs", "4"],
+        "solve": ["solve", str(run), "1...", "--width", "8", "--json"],
+    }
+    for name, argv in commands.items():
+        outputs = []
+        for process_seed in (1, 2):  # what two fresh processes start from (torch seeds itself randomly)
+            torch.manual_seed(process_seed)
+            out = tmp_path / f"{name}{process_seed}.jsonl"
+            res = run_inprocess([a.format(out=out) for a in argv])
+            assert res.rc == 0, res.err
+            outputs.append(out.read_text() if "--out" in argv else res.out)
+        assert outputs[0] == outputs[1], name
+    assert (tmp_path / "generate1.jsonl").read_text() != (tmp_path / "generate-seed1.jsonl").read_text()
+
+
+def tasks_toy():
+    from tasks.toy import PermutationTask
+
+    return PermutationTask(4)
 
 
 def test_rows_match_the_table():
@@ -417,4 +453,7 @@ def test_rows_match_the_table():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
     ids = set(re.findall(r"^\| ([CAFX]\d\d) \|", doc, flags=re.M))
     assert len(ids) >= 30
-    assert set(ROW_IDS) | {"C72", "C73"} <= ids
+    assert set(ROW_IDS) | {"C72", "C73", "C74"} <= ids
+    from tests import test_reliability_api
+
+    assert {r.id for r in test_reliability_api.ROWS} | {"A63", "A64", "A65", "A66", "A71"} <= ids
