@@ -1,6 +1,6 @@
 """Time one training supervision step (one optimiser update) for CPU presets, as ratios in one run.
 
-Measures, on synthetic tokens, the median wall time of ``gram_pyro.train.supervision_step`` for GRAM
+Measures, on synthetic tokens, the median wall time of one supervision step (one ``Trainer`` update) for GRAM
 and the deterministic baseline, and GRAM with the shared recursion switched off (model and guide each
 computing f_L/f_H), so the saving of the shared path is a ratio from the same run.
 
