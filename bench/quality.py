@@ -22,21 +22,29 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from pyro import poutine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results, markdown_table  # noqa: E402
 
-from analysis.run import RunData  # noqa: E402
-from analysis.sampling import draw_samples  # noqa: E402
+from analysis.run import targets  # noqa: E402
 from gram_pyro.cli import api, setup_runtime  # noqa: E402
 
 
-def guide_accuracy(run: api.Run, max_inputs: int) -> float:
-    """Validity of the guide's reconstructions (q sees a target) on held-out inputs."""
-    data = RunData(run.path.name, run.task, run.gram, run.splits["test"], run.history, run.config.train.seed)
-    s = draw_samples(data, num_draws=1, depth=run.config.model.N_sup, max_inputs=max_inputs, traj_inputs=0)
-    final = s.guide_answers[:, :, -1]
-    return float(np.mean([[run.task.verify(x, y) for y in ys] for x, ys in zip(s.inputs, final)]))
+@torch.no_grad()
+def guide_accuracy(run: api.Run, max_inputs: int, chunk: int = 256) -> float:
+    """Validity of the guide's reconstructions (q sees one target per input) on held-out inputs."""
+    split = run.splits["test"]
+    inputs, ys = split.inputs[:max_inputs], targets(split)[:max_inputs]
+    last = f"y_hat_{run.config.model.N_sup - 1}"
+    ok = []
+    for i in range(0, len(inputs), chunk):
+        x, y = torch.as_tensor(inputs[i : i + chunk]), torch.as_tensor(ys[i : i + chunk])
+        guide = poutine.trace(run.gram.guide).get_trace(x, y)
+        y_hat = poutine.trace(poutine.replay(run.gram.model, trace=guide)).get_trace(x, y).nodes[last]["value"]
+        ok += [run.task.verify(a, b) for a, b in zip(x.numpy(), y_hat.numpy())]
+    return float(np.mean(ok))
 
 
 def main() -> None:
