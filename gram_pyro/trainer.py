@@ -107,6 +107,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _update(self, xb, yb, carry, n: int):
+        t0 = time.perf_counter()
         gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, 3, self.step))
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with BatchNoise(gen, self.global_batch, self.rank * len(xb)), autocast:
@@ -126,6 +127,7 @@ class Trainer:
             dist.all_reduce(vals)
             stats.update(zip(("loss", "nll", "kl", "aux", "posterior_acc"), (vals / self.world).tolist()))
         self.step += 1
+        stats["seconds"] = time.perf_counter() - t0
         return carry, stats
 
     def _non_finite(self, n: int) -> None:
