@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import tasks
+from gram_pyro.cli import api
 from gram_pyro.runconfig import ConfigError, RunConfig, build_run_config, parse_overrides
 from tasks import TaskInputError
 from tasks.dimacs import parse_dimacs, read_dimacs
@@ -290,15 +291,8 @@ def _three_colourable(n, edges) -> bool:
 
 # ------------------------------------------------------------------ F08-F10: the `gram solve` input path
 def encode_like_solve(task, user: str):
-    """What ``gram solve RUN INPUT`` does with INPUT (``cmd_solve``): a file that is not ``.col`` is read as UTF-8
-    (``ValueError: PATH: not a UTF-8 text file`` otherwise), then encoded."""
-    if os.path.isfile(user) and not user.endswith(".col"):
-        try:
-            with open(user, encoding="utf-8") as f:
-                user = f.read()
-        except UnicodeDecodeError:
-            raise ValueError(f"{user}: not a UTF-8 text file") from None
-    return task.encode_input(user)
+    """What ``gram solve RUN INPUT`` does with INPUT: ``api.read_user_input``, then the task's encoder."""
+    return task.encode_input(api.read_user_input(user))
 
 
 def not_utf8(err: ValueError, via_file: bool) -> None:

@@ -135,14 +135,7 @@ def cmd_solve(args) -> int:
 
     run = api.load_run(args.run, device=args.device)
     seed_sampling(args.seed)
-    user = args.input
-    if os.path.isfile(user) and not user.endswith(".col"):
-        try:
-            with open(user, encoding="utf-8") as f:
-                user = f.read()
-        except UnicodeDecodeError:
-            raise ValueError(f"{args.input}: not a UTF-8 text file") from None
-    out = api.solve(run, user, args.width, args.depth)
+    out = api.solve(run, api.read_user_input(args.input), args.width, args.depth)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

@@ -243,6 +243,18 @@ def sample(run: Run, inputs: np.ndarray, width: int = 20, depth: int | None = No
     return prior_rollouts(run.gram, torch.as_tensor(np.atleast_2d(inputs)), num_samples=width, depth=depth).final.numpy()
 
 
+def read_user_input(text: str) -> str:
+    """A command-line INPUT: a path to a text file (not a DIMACS ``.col``, which the task reads itself) is
+    replaced by the file's UTF-8 content; anything else is returned as it is."""
+    if os.path.isfile(text) and not text.endswith(".col"):
+        try:
+            with open(text, encoding="utf-8") as f:
+                return f.read()
+        except UnicodeDecodeError:
+            raise ValueError(f"{text}: not a UTF-8 text file") from None
+    return text
+
+
 def solve(run: Run, user_input: Any, width: int = 20, depth: int | None = None) -> dict[str, Any]:
     """Distinct valid answers for one user input, with how many trajectories found each."""
     x = run.task.encode_input(user_input)
