@@ -1,4 +1,7 @@
-"""Small fixtures shared by the model tests."""
+"""Small fixtures shared by the tests."""
+
+import contextlib
+import os
 
 import torch
 
@@ -27,3 +30,23 @@ def perturb_heads(gram, scale: float = 0.1) -> None:
     with torch.no_grad():
         for p in [*gram.prior.parameters(), *gram.posterior.parameters()]:
             p.add_(scale * torch.randn_like(p))
+
+
+@contextlib.contextmanager
+def tiny_toy_run(root, sets):
+    """A trained tiny toy-perm-4 run at ``root/toy`` with the dataset cache under ``root/cache``, one torch thread
+    (tiny models: a second thread only adds contention); the environment is restored afterwards."""
+    from gram_pyro.cli import api
+
+    old, threads = os.environ.get("GRAM_CACHE"), torch.get_num_threads()
+    os.environ["GRAM_CACHE"] = str(root / "cache")
+    torch.set_num_threads(1)
+    try:
+        api.fit("toy-perm-4", root / "toy", "cpu-tiny", sets, progress=False)
+        yield root / "toy"
+    finally:
+        torch.set_num_threads(threads)
+        if old is None:
+            os.environ.pop("GRAM_CACHE", None)
+        else:
+            os.environ["GRAM_CACHE"] = old

@@ -7,7 +7,6 @@ a bug that is still open (none today)."""
 from __future__ import annotations
 
 import gzip
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,9 +15,9 @@ from typing import Callable
 import networkx as nx
 import numpy as np
 import pytest
-import torch
 
 import tasks
+from tests.helpers import tiny_toy_run
 from gram_pyro import checkpoint
 from gram_pyro.checkpoint import CheckpointError
 from gram_pyro.cli import api
@@ -39,18 +38,8 @@ UNSOLVABLE_9 = "12345678." + "........9" + "." * 63  # r1c9 must be 9, column 9 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("reliability_api")
-    old, threads = os.environ.get("GRAM_CACHE"), torch.get_num_threads()
-    os.environ["GRAM_CACHE"] = str(root / "cache")
-    torch.set_num_threads(1)  # tiny models: a second thread only adds contention on a busy machine
-    try:
-        api.fit("toy-perm-4", root / "toy", "cpu-tiny", TINY, progress=False)
-        yield SimpleNamespace(root=root, toy=root / "toy", run=api.load_run(root / "toy"))
-    finally:
-        torch.set_num_threads(threads)
-        if old is None:
-            os.environ.pop("GRAM_CACHE", None)
-        else:
-            os.environ["GRAM_CACHE"] = old
+    with tiny_toy_run(root, TINY) as toy:
+        yield SimpleNamespace(root=root, toy=toy, run=api.load_run(toy))
 
 
 def task(name):

@@ -35,6 +35,7 @@ from gram_pyro.model import GRAM
 from gram_pyro.runconfig import build_run_config
 from tasks.graph_coloring import GraphColoringTask
 from tasks.sudoku import SudokuTask
+from tests.helpers import tiny_toy_run
 
 # The tiny trained run of the brief; eval_inputs/eval_width only make its final evaluation cheap.
 TINY = ["train.batches=2", "train.eval_every=0", "train.eval_inputs=4", "train.eval_width=2"]
@@ -65,20 +66,10 @@ def untrained_run(name: str, path: Path, task, sets: tuple[str, ...] = ()) -> Pa
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("reliability_cli")
-    old, threads = os.environ.get("GRAM_CACHE"), torch.get_num_threads()
-    os.environ["GRAM_CACHE"] = str(root / "cache")
-    torch.set_num_threads(1)  # tiny models: a second thread only adds contention on a busy machine
-    try:
-        api.fit("toy-perm-4", root / "toy", "cpu-tiny", TINY, progress=False)
+    with tiny_toy_run(root, TINY) as toy:
         untrained_run("graph-coloring-6", root / "gc6", GraphColoringTask(6, 12, 4))
         untrained_run("sudoku-4", root / "sd4", SudokuTask(4, n_train=4, n_test=2))
-        yield SimpleNamespace(root=root, cache=root / "cache", toy=root / "toy", gc=root / "gc6", sd=root / "sd4")
-    finally:
-        torch.set_num_threads(threads)
-        if old is None:
-            os.environ.pop("GRAM_CACHE", None)
-        else:
-            os.environ["GRAM_CACHE"] = old
+        yield SimpleNamespace(root=root, cache=root / "cache", toy=toy, gc=root / "gc6", sd=root / "sd4")
 
 
 # ------------------------------------------------------------------ running the CLI

@@ -295,6 +295,20 @@ def encode_like_solve(task, user: str):
     return task.encode_input(api.read_user_input(user))
 
 
+def solve_path(task, text: str, via_file: bool):
+    """``text`` (or a file holding it) through the solve path: the encoded input, or None when it was refused
+    with a one-line TaskInputError or as a file that is not UTF-8 text."""
+    user = str(tmpfile(text.encode("utf-8", "surrogatepass"), ".txt")) if via_file else text
+    try:
+        return encode_like_solve(task, user)
+    except TaskInputError as err:
+        one_line(err)
+        event("refused")
+    except ValueError as err:  # reading a file that is not UTF-8 text
+        not_utf8(err, via_file)
+    return None
+
+
 def not_utf8(err: ValueError, via_file: bool) -> None:
     """The one error besides ``TaskInputError`` that the solve path may give: a file that is not UTF-8."""
     assert via_file and str(err).endswith(": not a UTF-8 text file"), repr(err)
@@ -312,15 +326,8 @@ def test_F08_toy_inputs_round_trip_or_fail_with_task_input_error(n):
     task = tasks.get_task("toy-perm-4")
 
     def prop(text, via_file):
-        user = str(tmpfile(text.encode("utf-8", "surrogatepass"), ".txt")) if via_file else text
-        try:
-            x = encode_like_solve(task, user)
-        except TaskInputError as err:
-            one_line(err)
-            event("refused")
-            return
-        except ValueError as err:  # reading a file that is not UTF-8 text
-            not_utf8(err, via_file)
+        x = solve_path(task, text, via_file)
+        if x is None:
             return
         assert x.shape == (4,) and set(x.tolist()) <= {1, 2, 3, 4, 5}
         assert (task.encode_input(task.decode_output(x)) == x).all()
@@ -344,15 +351,8 @@ def test_F09_nqueens_inputs_through_the_solve_path(n):
     board = st.builds(render, st.sets(st.integers(0, 35), max_size=4), st.sampled_from(["lines", "flat", "padded"]))
 
     def prop(text, via_file):
-        user = str(tmpfile(text.encode("utf-8", "surrogatepass"), ".txt")) if via_file else text
-        try:
-            x = encode_like_solve(task, user)
-        except TaskInputError as err:
-            one_line(err)
-            event("refused")
-            return
-        except ValueError as err:
-            not_utf8(err, via_file)
+        x = solve_path(task, text, via_file)
+        if x is None:
             return
         assert x.shape == (36,) and (task.encode_input(task.decode_output(x)) == x).all()
         assert all(task.verify(x, y) for y in task.solutions(x))
