@@ -4,9 +4,13 @@
 
 1. Pyro step vs a hand-written torch step of the same loss (bench/handwritten.py), same model, batch and
    noise (the two losses are checked equal first): ratio of median times per supervision-step update.
-2. Width: per-trajectory cost of prior rollouts at N = 20 vs N = 1 (N folded into the batch).
+2. Width: per-trajectory cost of prior rollouts at N = 20 vs N = 1 (N folded into the batch), for 16 inputs
+   and for one input (what ``gram solve`` does).
 3. Memory: peak resident memory of training with N_sup = 16 vs N_sup = 4 (fresh subprocess each).
-4. torchrun with 2 CPU processes vs 1 process: training samples per second.
+4. torchrun with 2 CPU processes vs 1 process: training samples per second, once with the single process
+   using every core and once with one thread per process.
+
+The model is the one ``gram train --preset PRESET`` builds (gram_pyro/configs/PRESET.yaml).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results  # noqa: E402
 from handwritten import handwritten_loss  # noqa: E402
 
-from gram_pyro import GRAM, preset, prior_rollouts  # noqa: E402
+from gram_pyro import GRAM, prior_rollouts  # noqa: E402
 from gram_pyro.cli import setup_runtime  # noqa: E402
+from gram_pyro.runconfig import build_run_config  # noqa: E402
 from gram_pyro.train import BatchNoise, OptimConfig, StepLoss, make_optimizer  # noqa: E402
 
 
@@ -39,10 +44,16 @@ def data(args, B=None):
     return x, torch.randint(2, 6, (B, args.seq_len), generator=g)
 
 
+def model_config(args, **changes):
+    """The model of ``gram train --preset PRESET`` (configs/PRESET.yaml) for this benchmark's sizes."""
+    sizes = dict(vocab_size=6, seq_len=args.seq_len)
+    return build_run_config("bench", sizes, args.preset).model.replace(**changes)
+
+
 def step_ratio(args) -> dict:
     """Median ms per update: our Trainer step (StepLoss under BatchNoise + AdamW) vs the hand-written one."""
     x, y = data(args)
-    gram = GRAM(preset(args.preset, vocab_size=6, seq_len=args.seq_len))
+    gram = GRAM(model_config(args))
     c = gram.cfg
     step_loss = StepLoss(gram, c.alpha)
     opt, _ = make_optimizer(gram, OptimConfig())
@@ -77,10 +88,10 @@ def step_ratio(args) -> dict:
     return {"pyro_ms": med["pyro"], "torch_ms": med["torch"], "ratio": med["pyro"] / med["torch"]}
 
 
-def width_ratio(args) -> dict:
-    """Per-trajectory prior-rollout cost at N = 20 vs N = 1 for 16 inputs."""
-    x, _ = data(args, B=16)
-    gram = GRAM(preset(args.preset, vocab_size=6, seq_len=args.seq_len)).eval()
+def width_ratio(args, inputs: int) -> dict:
+    """Per-trajectory prior-rollout cost at N = 20 vs N = 1 for ``inputs`` inputs (N folded into the batch)."""
+    x, _ = data(args, B=inputs)
+    gram = GRAM(model_config(args)).eval()
     out = {}
     for n in (1, 20):
         ts = []
@@ -94,15 +105,17 @@ def width_ratio(args) -> dict:
 
 MEM_SCRIPT = """
 import resource, sys, torch
-from gram_pyro import GRAM, preset
+from gram_pyro import GRAM
 from gram_pyro.cli import setup_runtime
+from gram_pyro.runconfig import build_run_config
 from gram_pyro.train import OptimConfig
 from gram_pyro.trainer import Trainer
 setup_runtime()
 n_sup, seq, B, name = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 g = torch.Generator().manual_seed(0)
 x = torch.randint(1, 6, (B, seq), generator=g); y = torch.randint(2, 6, (B, seq), generator=g)
-Trainer(GRAM(preset(name, vocab_size=6, seq_len=seq, N_sup=n_sup)), x, y, OptimConfig(batch_size=B)).run(2)
+model = build_run_config("bench", dict(vocab_size=6, seq_len=seq), name).model.replace(N_sup=n_sup)
+Trainer(GRAM(model), x, y, OptimConfig(batch_size=B)).run(2)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -117,12 +130,19 @@ def memory_ratio(args) -> dict:
     return {"nsup4_mib": rss[4], "nsup16_mib": rss[16], "ratio": rss[16] / rss[4]}
 
 
-def ddp_throughput(args) -> dict:
+def ddp_throughput(args, threads_per_process: int | None) -> dict:
     """Steady-state training samples/s with 1 vs 2 processes, from the per-update times in the run's log
-    (rank 0's; each update processes the whole global batch; the first batch is warm-up)."""
+    (rank 0's; each update processes the whole global batch; the first batch is warm-up).
+
+    ``threads_per_process=None``: the single process uses every core (torchrun's processes share them);
+    ``1``: every process gets one thread, so the ratio measures data-parallel scaling alone.
+    """
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "GRAM_CACHE": str(Path(tmp) / "cache")}
+        env.pop("OMP_NUM_THREADS", None)
+        if threads_per_process is not None:
+            env["OMP_NUM_THREADS"] = str(threads_per_process)
         batches = 8
         common = ["-m", "gram_pyro.cli", "train", "--task", "nqueens-8", "--preset", args.preset, "--quiet",
                   "--set", f"train.batches={batches}", "--set", "train.eval_every=0", "--set",
@@ -149,13 +169,27 @@ def main() -> None:
     args = ap.parse_args()
     setup_runtime()
     skip = set(args.skip.split(","))
-    parts = {"step": step_ratio, "width": width_ratio, "memory": memory_ratio, "ddp": ddp_throughput}
-    results = {k: fn(args) for k, fn in parts.items() if k not in skip}
+    parts = {
+        "step": step_ratio,
+        "width": lambda a: width_ratio(a, inputs=16),
+        "width1": lambda a: width_ratio(a, inputs=1),
+        "memory": memory_ratio,
+        "ddp": lambda a: ddp_throughput(a, threads_per_process=None),
+        "ddp1": lambda a: ddp_throughput(a, threads_per_process=1),
+    }
+    group = {"width1": "width", "ddp1": "ddp"}
+    results = {k: fn(args) for k, fn in parts.items() if group.get(k, k) not in skip}
     rows = {
         "step": ("Pyro step / hand-written torch step (same loss, model, batch, noise)", "pyro_ms", "torch_ms", "≤ 1.10"),
-        "width": ("per-trajectory rollout cost, N = 20 / N = 1", "n20_ms_per_traj", "n1_ms_per_traj", "≤ 0.5"),
+        "width": ("per-trajectory rollout cost, N = 20 / N = 1, 16 inputs (ms)", "n20_ms_per_traj", "n1_ms_per_traj",
+                  "≤ 0.5"),
+        "width1": ("per-trajectory rollout cost, N = 20 / N = 1, one input (`gram solve`) (ms)", "n20_ms_per_traj",
+                   "n1_ms_per_traj", "≤ 0.5"),
         "memory": ("peak memory of training, N_sup = 16 / N_sup = 4 (MiB)", "nsup16_mib", "nsup4_mib", "≤ 1.10"),
-        "ddp": ("training samples/s, torchrun 2 processes / 1 process", "p2_samples_s", "p1_samples_s", "≥ 1.6"),
+        "ddp": ("training samples/s, torchrun 2 processes / 1 process using all cores", "p2_samples_s",
+                "p1_samples_s", "≥ 1.6"),
+        "ddp1": ("training samples/s, torchrun 2 processes / 1 process, one thread per process", "p2_samples_s",
+                 "p1_samples_s", "≥ 1.6"),
     }
     lines = ["| measurement | numerator | denominator | ratio | target |", "|---|---|---|---|---|"]
     for k, r in results.items():
@@ -164,7 +198,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        append_results(f"Speed and memory ratios, preset `{args.preset}`, batch {args.batch}, sequence {args.seq_len}",
+        m = model_config(args)
+        append_results(f"Speed and memory ratios, preset `{args.preset}` ({m.mixer} mixer, truncated transitions "
+                       f"from the {m.truncated_from}), batch {args.batch}, sequence {args.seq_len}",
                        table, note=f"medians of {args.repeats} repeats")
 
 if __name__ == "__main__":

@@ -52,9 +52,11 @@ def main() -> None:
     table = markdown_table(rows, keys)
     print(table)
     if args.write:
-        append_results(f"Sweep: {args.task}, preset {args.preset}, {args.batches} batches, width {args.width}",
+        sets = f" ({', '.join(args.set)})" if args.set else ""
+        append_results(f"Sweep: {args.task}, preset {args.preset}{sets}, {args.batches} batches, width {args.width}",
                        table, note="prior_acc/coverage/distinct_valid: prior rollouts on held-out inputs; "
-                                   "guide_acc: the guide's reconstruction (sees a target).")
+                                   "guide_acc: the guide's reconstruction (sees a target); seconds: wall time "
+                                   "(compare settings by batches when other work shares the machine).")
 
 
 if __name__ == "__main__":

@@ -156,6 +156,17 @@ class GRAM(nn.Module):
         if self._cache is not None and key is not None and key not in self._cache:
             self._cache[key] = (carry, out)
 
+    def _shared_prior(self, u: torch.Tensor, t: int) -> dist.Distribution:
+        """p_θ(ε_t | u_t), computed once per transition inside ``shared_recursion``: when the guide draws a
+        truncated transition from the prior, the model scores the same u (the cached one) with it."""
+        hit = None if self._cache is None else self._cache.get(("prior", t))
+        if hit is not None and hit[0] is u:
+            return hit[1]
+        d = self.transition_prior(u, t)
+        if self._cache is not None:
+            self._cache[("prior", t)] = (u, d)
+        return d
+
     def _encode_shared(self, x: torch.Tensor) -> torch.Tensor:
         if self._cache is not None and "e_x" in self._cache and torch.equal(self._cache["e_x"][0], x):
             return self._cache["e_x"][1]
@@ -206,7 +217,7 @@ class GRAM(nn.Module):
                 pyro.sample(f"y_{n}", dist.Categorical(logits=logits).to_event(1), obs=y)
 
         beta = c.beta if beta is None else beta
-        prior = lambda u, t, last: self.transition_prior(u, t)  # noqa: E731
+        prior = lambda u, t, last: self._shared_prior(u, t)  # noqa: E731
         return self._trajectory(x, carry, n_sup, step_offset, beta, prior, observe)
 
     def guide(self, x, y, carry=None, n_sup=None, step_offset=0, beta=None):
@@ -222,7 +233,7 @@ class GRAM(nn.Module):
         def site_dist(u, t, last):  # truncated transitions may be drawn from the prior (docs/model.md)
             if last or c.truncated_from == "posterior":
                 return self.posterior(u, e_y)
-            return self.transition_prior(u, t)
+            return self._shared_prior(u, t)
 
         return self._trajectory(x, carry, n_sup, step_offset, beta, site_dist, lambda n, z: None)
 

@@ -88,9 +88,10 @@ def test_no_gradient_reaches_previous_supervision_step():
     assert gram.f_H[0].mlp.w2.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("mode", ["gram", "deterministic", "flat"])
-def test_shared_recursion_gives_the_same_loss_and_gradients(mode):
-    gram = tiny(mode=mode)
+@pytest.mark.parametrize("mode,truncated_from", [("gram", "posterior"), ("gram", "prior"),
+                                                ("deterministic", "posterior"), ("flat", "posterior")])
+def test_shared_recursion_gives_the_same_loss_and_gradients(mode, truncated_from):
+    gram = tiny(mode=mode, truncated_from=truncated_from)
     x, y = batch()
     elbo = TruncatedBalancedELBO(max_plate_nesting=1)
     params = [p for p in gram.parameters()]
@@ -127,6 +128,23 @@ def test_shared_recursion_computes_f_L_and_f_H_once(monkeypatch):
     calls["n"] = 0
     TruncatedBalancedELBO().step_terms(gram.model, gram.guide, x, y, n_sup=1)
     assert calls["n"] == 2 * gram.cfg.T
+
+
+def test_shared_recursion_scores_prior_drawn_transitions_with_the_guides_prior():
+    """With truncated transitions drawn from the prior, the model reuses that distribution (one prior-head call)."""
+    gram = tiny(T=3, truncated_from="prior")
+    x, y = batch()
+    calls = {"n": 0}
+    orig = gram.prior.forward
+
+    def counting(u, t):
+        calls["n"] += 1
+        return orig(u, t)
+
+    gram.prior.forward = counting
+    with gram.shared_recursion():
+        TruncatedBalancedELBO().step_terms(gram.model, gram.guide, x, y, n_sup=1)
+    assert calls["n"] == gram.cfg.T  # T−1 truncated draws (guide, reused by the model) + the last transition
 
 
 def test_full_trajectory_elbo_sums_every_transition():

@@ -7,7 +7,8 @@ import torch
 
 from gram_pyro.cli import main
 from gram_pyro.train import EMA, OPTIM_PRESETS, OptimConfig
-from gram_pyro.trainer import fit
+from gram_pyro import trainer as trainer_module
+from gram_pyro.trainer import Trainer, fit
 from tests.helpers import tiny
 
 
@@ -44,6 +45,28 @@ def test_one_update_per_supervision_step_and_one_without_deep_supervision(monkey
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (calls.append(1), orig(self, *a, **k))[1])
     fit(tiny(N_sup=3, deep_supervision=deep_supervision), x, y, num_batches=1, oc=OptimConfig(batch_size=16))
     assert len(calls) == updates
+
+
+def test_cpu_budget_counts_training_updates_not_evaluations(monkeypatch):
+    """max_cpu_seconds charges only the updates: a costly evaluation after every batch does not end training."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr(trainer_module.time, "process_time", lambda: clock["t"])
+    orig = Trainer._update
+
+    def update(self, *args):  # every update costs one CPU second on the fake clock
+        clock["t"] += 1.0
+        return orig(self, *args)
+
+    def evaluate(gram):  # every evaluation costs 1000
+        clock["t"] += 1000.0
+        return {}
+
+    monkeypatch.setattr(Trainer, "_update", update)
+    x, y = toy_data()
+    tr = Trainer(tiny(N_sup=3), x, y, OptimConfig(batch_size=8), evaluate=evaluate, eval_every=1)
+    tr.run(100, max_cpu_seconds=10.0)
+    assert tr.batch == 4  # 3 s per batch: past 10 s after the fourth batch
+    assert len(tr.batch_records) == 4
 
 
 def test_cli_tasks_and_data_stats(capsys):
