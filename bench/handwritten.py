@@ -2,8 +2,9 @@
 
 It reuses the model's networks (``GRAM.encode/decode``, f_L, f_H, the prior and posterior heads) and
 computes exactly the loss of ``gram_pyro.train.StepLoss`` for one supervision step: T transitions, the first
-T−1 without gradient and drawn from the posterior or the prior (``truncated_from``), then −log p(y | z_T) + β·[α·KL(sg q‖p) + (1−α)·KL(q‖sg p)]
-of the last transition, plus the halt and LPRM losses (exact-match reward).  Only for benchmarks.
+T−1 without gradient and drawn from the posterior or the prior (``truncated_from``), then
+−log p(y | z_T) + β·[α·KL(sg q‖p) + (1−α)·KL(q‖sg p)] of the last transition, plus the halt and LPRM losses
+(exact-match reward).  Only for benchmarks.
 """
 
 from __future__ import annotations

@@ -114,7 +114,8 @@ def main() -> None:
     if args.write:
         minutes = max(r["cpu_minutes"] for r in rows)
         again = ", runs evaluated again" if args.reuse else ""
-        append_results(f"Quality: {args.task}, GRAM vs deterministic, {minutes:.0f} CPU minutes of training each{again}",
+        title = f"Quality: {args.task}, GRAM vs deterministic, {minutes:.0f} CPU minutes of training each{again}"
+        append_results(title,
                        table + "\n\nLearning curve (prior rollouts on held-out inputs during training):\n\n" + curve,
                        note=f"{n_test} held-out inputs; depth in supervision steps; accuracy = valid answers among all "
                             f"N samples; vote_acc / lprm_acc = accuracy of the answer selected by majority vote / by "

@@ -84,7 +84,8 @@ def stderr_text(tmp_path: Path) -> str:
 def history(run: Path) -> list[dict]:
     """The run's log records without ``seconds`` (each update's duration: the one field that is not replayed)."""
     lines = (run / "history.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "cpu_seconds")} for line in lines if line.strip()]
+    timing = ("seconds", "cpu_seconds")
+    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines if line.strip()]
 
 
 def test_X01_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
