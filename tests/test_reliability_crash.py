@@ -82,7 +82,7 @@ def stderr_text(tmp_path: Path) -> str:
 
 
 def history(run: Path) -> list[dict]:
-    """The run's log records without ``seconds`` (each update's duration: the one field that is not replayed)."""
+    """The run's log records without each update's wall and CPU duration (the fields that are not replayed)."""
     lines = (run / "history.jsonl").read_text().splitlines()
     timing = ("seconds", "cpu_seconds")
     return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines if line.strip()]
