@@ -2,7 +2,7 @@
 
 It reuses the model's networks (``GRAM.encode/decode``, f_L, f_H, the prior and posterior heads) and
 computes exactly the loss of ``gram_pyro.train.StepLoss`` for one supervision step: T transitions, the first
-T−1 without gradient and drawn from the posterior or the prior (``truncated_from``), then
+T−1 without gradient and drawn from the posterior, the prior or set to the prior mean (``truncated_from``), then
 −log p(y | z_T) + β·[α·KL(sg q‖p) + (1−α)·KL(q‖sg p)] of the last transition, plus the halt and LPRM losses
 (exact-match reward).  Only for benchmarks.
 """
@@ -33,9 +33,10 @@ def handwritten_loss(gram, x, y, h, l, beta: float, alpha: float, generator: tor
             u = gram.f_H(h + l)
             if last or c.truncated_from == "posterior":
                 loc, scale = q_loc, q_scale = gram.posterior.head(u + e_y)
-            else:  # truncated transition drawn from the prior
+            else:  # truncated transition drawn from the prior, or its mean
                 loc, scale = gram.prior.head(u)
-            h = u + loc + scale * torch.randn(u.shape, generator=generator)
+            noise = 0.0 if not last and c.truncated_from == "prior_mean" else torch.randn(u.shape, generator=generator)
+            h = u + loc + scale * noise
     p_loc, p_scale = gram.prior.head(u)
     kl = alpha * kl_normal(q_loc.detach(), q_scale.detach(), p_loc, p_scale)
     kl = kl + (1 - alpha) * kl_normal(q_loc, q_scale, p_loc.detach(), p_scale.detach())

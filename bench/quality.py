@@ -1,8 +1,8 @@
 """GRAM vs the deterministic (TRM-style) baseline at an equal training budget (gram-paper.md §6.2).
 
     python bench/quality.py --task nqueens-8 --preset cpu --cpu-minutes 20 [--set section.key=value ...]
-        [--gram-set section.key=value ...] [--data PATH] [--widths 1,5,20] [--depths 4,16] [--jobs 2]
-        [--out DIR [--reuse]] [--write]
+        [--gram-set section.key=value ...] [--data PATH] [--widths 1,5,20] [--depths 4,16] [--temperatures 1,0.5]
+        [--jobs 2] [--out DIR [--reuse]] [--write]
 
 Both models share the architecture, data, augmentation and budget (``--set`` applies to both, ``--gram-set``
 to GRAM only, e.g. its β). The budget is CPU time spent on training updates (all threads; periodic evaluations
@@ -10,9 +10,11 @@ are not charged), so other load on the machine does not shrink one model's share
 models in parallel processes with one thread each. Each trains until the budget is spent (at a batch
 boundary), then is evaluated on the held-out split by prior rollouts (y never seen): task accuracy, coverage
 and distinct valid answers at each width N (and test-time depth, in supervision steps), and majority-vote
-accuracy. GRAM's guide (posterior) accuracy on the same inputs is reported next to its prior accuracy — the
+accuracy. GRAM is also sampled at each ``--temperatures`` τ (prior noise scaled around its mean,
+``gram_pyro.inference.temperature``; not in the paper); the deterministic model has no noise to scale. GRAM's
+guide (posterior) accuracy on the same inputs is reported next to its prior accuracy — the
 gap diagnoses β. The learning curve is the run's eval records. ``--reuse`` evaluates the runs already in
-``--out`` again (e.g. at other depths) without training.
+``--out`` again (e.g. at other depths); a model whose run is missing there is trained.
 """
 
 from __future__ import annotations
@@ -51,14 +53,16 @@ def guide_accuracy(run: api.Run, max_inputs: int, chunk: int = 256) -> float:
     return float(np.mean(ok))
 
 
-def train_and_evaluate(args, mode: str, out: Path) -> tuple[list[dict], list[dict], int]:
-    """Train one model to the CPU budget, then evaluate it; returns (table rows, learning curve, test inputs)."""
+def train_and_evaluate(args, mode: str, out: Path) -> tuple[list[dict], list[dict], int, bool]:
+    """Train one model to the CPU budget (or, with --reuse, load its finished run), then evaluate it; returns
+    (table rows, learning curve, test inputs, whether the run was reused)."""
     setup_runtime()
     if args.jobs > 1:  # one thread per process: the processes share the cores
         torch.set_num_threads(1)
     sets = ["train.batches=1000000", "train.checkpoint_every=0", *args.set]
     sets += args.gram_set if mode == "gram" else []
-    if args.reuse and (out / mode / "checkpoint.pt").is_file():  # evaluate a finished run again
+    reused = args.reuse and (out / mode / "checkpoint.pt").is_file()
+    if reused:  # evaluate a finished run again
         run = api.load_run(out / mode, data_path=args.data)
     else:
         run = api.fit(args.task, out / mode, args.preset, sets, mode, data_path=args.data, progress=False,
@@ -66,16 +70,19 @@ def train_and_evaluate(args, mode: str, out: Path) -> tuple[list[dict], list[dic
     train_records = [r for r in run.history if r["kind"] == "train"]
     batches = max(r["batch"] for r in train_records) + 1
     minutes = sum(r["cpu_seconds"] for r in train_records) / 60
-    evals = api.evaluate(run, widths=args.width_list, depths=args.depth_list, max_inputs=args.max_inputs)
+    taus = args.tau_list if mode == "gram" else (1.0,)
+    evals = [{**e, "tau": tau} for tau in taus
+             for e in api.evaluate(run, widths=args.width_list, depths=args.depth_list, max_inputs=args.max_inputs,
+                                   tau=tau)]
     guide = guide_accuracy(run, args.max_inputs or 200) if mode == "gram" else float("nan")
-    rows = [{"model": mode, "depth": e["depth"], "N": e["width"], "accuracy": e["accuracy"], "vote_acc": e["vote_acc"],
-             "lprm_acc": e["lprm_acc"], "coverage": e.get("coverage", float("nan")),
+    rows = [{"model": mode, "tau": e["tau"], "depth": e["depth"], "N": e["width"], "accuracy": e["accuracy"],
+             "vote_acc": e["vote_acc"], "lprm_acc": e["lprm_acc"], "coverage": e.get("coverage", float("nan")),
              "distinct_valid": e["distinct_valid"], "guide_acc": guide, "batches": batches, "cpu_minutes": minutes,
              **({"conflicts": e["conflict_edges_total"]} if "conflict_edges_total" in e else {})} for e in evals]
     curves = [{"model": mode, "batch": e["batch"], "prior_acc": e.get("prior_acc"),
                "prior_coverage": e.get("prior_coverage", float("nan")), "elbo_full": e["elbo_full"]}
               for e in run.history if e["kind"] == "eval"]
-    return rows, curves, len(run.splits["test"].inputs[: args.max_inputs])
+    return rows, curves, len(run.splits["test"].inputs[: args.max_inputs]), reused
 
 
 def main() -> None:
@@ -88,15 +95,17 @@ def main() -> None:
     ap.add_argument("--data")
     ap.add_argument("--widths", default="1,5,20")
     ap.add_argument("--depths", help="test-time depths in supervision steps, e.g. 4,16 (default: N_sup)")
+    ap.add_argument("--temperatures", default="1", help="GRAM sampling temperatures, e.g. 1,0.5")
     ap.add_argument("--max-inputs", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=1, help="train the two models in parallel processes (1 thread each)")
     ap.add_argument("--out", help="keep the runs here (default: a temporary folder)")
-    ap.add_argument("--reuse", action="store_true", help="evaluate the runs already in --out instead of training")
+    ap.add_argument("--reuse", action="store_true", help="evaluate the runs already in --out (train only the missing ones)")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     setup_runtime()
     args.width_list = tuple(int(w) for w in args.widths.split(","))
     args.depth_list = tuple(int(d) for d in args.depths.split(",")) if args.depths else None
+    args.tau_list = tuple(float(t) for t in args.temperatures.split(","))
     out = Path(args.out or tempfile.mkdtemp(prefix="gram-quality-"))
     modes = ("gram", "deterministic")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
@@ -104,8 +113,8 @@ def main() -> None:
     rows = [r for res in results for r in res[0]]
     curves = [c for res in results for c in res[1]]
     n_test = results[0][2]
-    keys = ["model", "depth", "N", "accuracy", "vote_acc", "lprm_acc", "coverage", "distinct_valid", "guide_acc",
-            "batches", "cpu_minutes"]
+    keys = ["model", "tau", "depth", "N", "accuracy", "vote_acc", "lprm_acc", "coverage", "distinct_valid",
+            "guide_acc", "batches", "cpu_minutes"]
     keys += ["conflicts"] if "conflicts" in rows[0] else []
     table = markdown_table(rows, keys)
     curve = markdown_table(curves, ["model", "batch", "prior_acc", "prior_coverage", "elbo_full"])
@@ -113,14 +122,15 @@ def main() -> None:
     (out / "quality.json").write_text(json.dumps({"rows": rows, "curves": curves}, indent=2))
     if args.write:
         minutes = max(r["cpu_minutes"] for r in rows)
-        again = ", runs evaluated again" if args.reuse else ""
+        reused = [m for m, res in zip(modes, results) if res[3]]
+        again = "" if not reused else ", runs evaluated again" if len(reused) == 2 else f", {reused[0]} run reused"
         title = f"Quality: {args.task}, GRAM vs deterministic, {minutes:.0f} CPU minutes of training each{again}"
         append_results(title,
                        table + "\n\nLearning curve (prior rollouts on held-out inputs during training):\n\n" + curve,
-                       note=f"{n_test} held-out inputs; depth in supervision steps; accuracy = valid answers among all "
-                            f"N samples; vote_acc / lprm_acc = accuracy of the answer selected by majority vote / by "
-                            f"the LPRM value head; guide_acc = validity of the guide's "
-                            f"reconstruction, which sees a target (not available at test time).")
+                       note=f"{n_test} held-out inputs; tau = sampling temperature; depth in supervision steps; "
+                            f"accuracy = valid answers among all N samples; vote_acc / lprm_acc = accuracy of the "
+                            f"answer selected by majority vote / by the LPRM value head; guide_acc = validity of the "
+                            f"guide's reconstruction, which sees a target (not available at test time).")
 
 
 if __name__ == "__main__":

@@ -199,8 +199,9 @@ def main() -> None:
     print(table)
     if args.write:
         m = model_config(args)
+        where = "at the prior mean" if m.truncated_from == "prior_mean" else f"from the {m.truncated_from}"
         append_results(f"Speed and memory ratios, preset `{args.preset}` ({m.mixer} mixer, truncated transitions "
-                       f"from the {m.truncated_from}), batch {args.batch}, sequence {args.seq_len}",
+                       f"{where}), batch {args.batch}, sequence {args.seq_len}",
                        table, note=f"medians of {args.repeats} repeats")
 
 if __name__ == "__main__":

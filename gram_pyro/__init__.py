@@ -5,7 +5,7 @@ Model core only: this package imports no task and no analysis module (see docs/m
 
 from gram_pyro.config import MODES, PRESETS, GRAMConfig, preset
 from gram_pyro.elbo import TruncatedBalancedELBO, full_trajectory_elbo
-from gram_pyro.inference import Rollouts, lprm_best, majority_vote, prior_rollouts
+from gram_pyro.inference import Rollouts, lprm_best, majority_vote, prior_rollouts, temperature
 from gram_pyro.model import GRAM, Carry
 from gram_pyro.priors import PRIORS, TransitionPrior, register_prior
 
@@ -25,4 +25,5 @@ __all__ = [
     "preset",
     "prior_rollouts",
     "register_prior",
+    "temperature",
 ]

@@ -58,7 +58,7 @@ class GRAMConfig:
     N_sup: int = 4
     mode: str = "gram"
     deep_supervision: bool = True  # False: observe y only after the last of N_sup steps (Table 3a)
-    truncated_from: str = "posterior"  # where the guide draws the T-1 truncated transitions: posterior | prior
+    truncated_from: str = "posterior"  # the T-1 truncated transitions: posterior | prior | prior_mean
     prior: str = "gaussian"
     prior_args: tuple[tuple[str, Any], ...] = ()
     sigma_min: float = 1e-3
@@ -74,8 +74,8 @@ class GRAMConfig:
             raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
         if self.mixer not in ("attention", "mlp"):
             raise ValueError(f"unknown mixer {self.mixer!r}; choose 'attention' or 'mlp'")
-        if self.truncated_from not in ("posterior", "prior"):
-            raise ValueError(f"truncated_from must be 'posterior' or 'prior', got {self.truncated_from!r}")
+        if self.truncated_from not in ("posterior", "prior", "prior_mean"):
+            raise ValueError(f"truncated_from must be 'posterior', 'prior' or 'prior_mean', got {self.truncated_from!r}")
         if self.decoder not in ("linear", "swiglu"):
             raise ValueError(f"unknown decoder {self.decoder!r}; choose 'linear' or 'swiglu'")
         for name in ("K", "T", "N_sup", "D", "D_h", "n_heads", "n_layers", "seq_hidden", "vocab_size", "seq_len"):

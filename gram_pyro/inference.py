@@ -5,15 +5,52 @@ y — with N folded into the batch and chunked to bound memory.  It steps one su
 through ``GRAM.model`` (carry in, carry out), so depth may exceed the training N_sup and optional ACT
 halting (σ(q_halt) > 0.5, §2.5) fixes each trajectory's answer at its halting step.  Selection is by
 :func:`majority_vote` or by the LPRM value, :func:`lprm_best` (§3.2).
+
+:class:`temperature` is a test-time knob that the paper does not use: a Pyro handler that scales the spread
+of every latent ε draw around its prior mean by τ (τ = 1: the trained prior; τ = 0: the prior-mean path).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from tqdm import tqdm
+
+
+class temperature(Messenger):
+    """Draw every continuous latent site (ε) with the spread around its mean scaled by ``tau``.
+
+    A draw x becomes mean + τ·(x − mean) (an affine transform of the site's own distribution, so it works
+    for any transition prior with a finite mean; a Normal keeps its loc and gets τ·σ).  τ = 0 replaces the
+    site by a point mass at its mean.  Observed and discrete sites (an unobserved answer ``y_n``) are left
+    alone.  Test time only: the trained model is unchanged, and τ < 1 trades diversity for validity
+    (docs/results.md measures both).
+    """
+
+    def __init__(self, tau: float):
+        super().__init__()
+        if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {tau!r}")
+        self.tau = float(tau)
+
+    def _pyro_sample(self, msg) -> None:
+        fn = msg["fn"]
+        if msg["is_observed"] or site_is_subsample(msg) or not fn.has_rsample or self.tau == 1.0:
+            return
+        mean = fn.mean
+        if not bool(torch.isfinite(mean).all()):
+            raise ValueError(f"temperature needs a finite mean at site {msg['name']!r} ({type(fn).__name__})")
+        if self.tau == 0.0:
+            msg["fn"] = dist.Delta(mean, event_dim=fn.event_dim)
+        else:
+            shift = dist.transforms.AffineTransform(mean * (1 - self.tau), self.tau, event_dim=fn.event_dim)
+            msg["fn"] = dist.TransformedDistribution(fn, [shift])
 
 
 @dataclass
@@ -37,19 +74,22 @@ class Rollouts:
 @torch.no_grad()
 def prior_rollouts(
     gram, x: torch.Tensor, num_samples: int, depth: int | None = None, halting: bool = False, chunk_size: int = 4096,
-    progress: bool = False,
+    progress: bool = False, tau: float = 1.0,
 ) -> Rollouts:
-    """Sample ``num_samples`` trajectories per row of ``x`` [B, seq_len] from the prior (results on the CPU)."""
+    """Sample ``num_samples`` trajectories per row of ``x`` [B, seq_len] from the prior (results on the CPU);
+    ``tau`` is the sampling :class:`temperature`."""
     if num_samples < 1:
         raise ValueError(f"num_samples (width) must be >= 1, got {num_samples}")
     depth = gram.cfg.N_sup if depth is None else depth
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
+    tempered = temperature(tau)
     B, N = x.shape[0], num_samples
     flat = x.to(gram.z0.device).repeat_interleave(N, dim=0)  # fold width into the batch: row b*N + i is draw i of b
     starts = range(0, len(flat), chunk_size)
-    parts = [_rollout_chunk(gram, flat[i : i + chunk_size], depth, halting)
-             for i in tqdm(starts, desc="rollouts", disable=not progress or len(starts) < 2)]
+    with tempered:
+        parts = [_rollout_chunk(gram, flat[i : i + chunk_size], depth, halting)
+                 for i in tqdm(starts, desc="rollouts", disable=not progress or len(starts) < 2)]
     answers, halt_prob, value = (torch.cat(p, dim=0) for p in zip(*parts))
     if halting:
         fired = halt_prob > 0.5

@@ -10,7 +10,9 @@ condition, do).
 
 Truncation (Eq. 14, §2.3): within a supervision step the first T−1 transitions run without gradient
 and are masked out of the KL (``poutine.mask``); the carry is detached at every step boundary.  β
-scales the latent sites in both model and guide (``poutine.scale``).
+scales the latent sites in both model and guide (``poutine.scale``).  ``GRAMConfig.truncated_from`` says
+where those T−1 transitions' ε comes from: the posterior (the paper's reading), the prior, or a point
+mass at the prior mean, the last making the first T−1 transitions deterministic in the model too.
 
 Inside :meth:`shared_recursion` the guide records each transition's deterministic part (u, l) and the
 model reuses it when its input state is identical, so an ELBO step computes f_L/f_H once.
@@ -167,6 +169,12 @@ class GRAM(nn.Module):
             self._cache[("prior", t)] = (u, d)
         return d
 
+    def _truncated_dist(self, u: torch.Tensor, t: int) -> dist.Distribution:
+        """ε of a truncated (not last) transition in the model, and in the guide unless drawn from the posterior:
+        the prior, or with ``truncated_from="prior_mean"`` a point mass at its mean (no noise there at all)."""
+        d = self._shared_prior(u, t)
+        return dist.Delta(d.mean, event_dim=d.event_dim) if self.cfg.truncated_from == "prior_mean" else d
+
     def _encode_shared(self, x: torch.Tensor) -> torch.Tensor:
         if self._cache is not None and "e_x" in self._cache and torch.equal(self._cache["e_x"][0], x):
             return self._cache["e_x"][1]
@@ -217,7 +225,7 @@ class GRAM(nn.Module):
                 pyro.sample(f"y_{n}", dist.Categorical(logits=logits).to_event(1), obs=y)
 
         beta = c.beta if beta is None else beta
-        prior = lambda u, t, last: self._shared_prior(u, t)  # noqa: E731
+        prior = lambda u, t, last: self._shared_prior(u, t) if last else self._truncated_dist(u, t)  # noqa: E731
         return self._trajectory(x, carry, n_sup, step_offset, beta, prior, observe)
 
     def guide(self, x, y, carry=None, n_sup=None, step_offset=0, beta=None):
@@ -230,10 +238,10 @@ class GRAM(nn.Module):
             return None
         e_y = self.posterior.target_embedding(y)
 
-        def site_dist(u, t, last):  # truncated transitions may be drawn from the prior (docs/model.md)
+        def site_dist(u, t, last):  # truncated transitions: posterior, prior or prior mean (docs/model.md)
             if last or c.truncated_from == "posterior":
                 return self.posterior(u, e_y)
-            return self._shared_prior(u, t)
+            return self._truncated_dist(u, t)
 
         return self._trajectory(x, carry, n_sup, step_offset, beta, site_dist, lambda n, z: None)
 

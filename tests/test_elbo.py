@@ -88,7 +88,7 @@ def test_no_gradient_reaches_previous_supervision_step():
     assert gram.f_H[0].mlp.w2.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("mode,truncated_from", [("gram", "posterior"), ("gram", "prior"),
+@pytest.mark.parametrize("mode,truncated_from", [("gram", "posterior"), ("gram", "prior"), ("gram", "prior_mean"),
                                                 ("deterministic", "posterior"), ("flat", "posterior")])
 def test_shared_recursion_gives_the_same_loss_and_gradients(mode, truncated_from):
     gram = tiny(mode=mode, truncated_from=truncated_from)
@@ -130,9 +130,10 @@ def test_shared_recursion_computes_f_L_and_f_H_once(monkeypatch):
     assert calls["n"] == 2 * gram.cfg.T
 
 
-def test_shared_recursion_scores_prior_drawn_transitions_with_the_guides_prior():
+@pytest.mark.parametrize("truncated_from", ["prior", "prior_mean"])
+def test_shared_recursion_scores_prior_drawn_transitions_with_the_guides_prior(truncated_from):
     """With truncated transitions drawn from the prior, the model reuses that distribution (one prior-head call)."""
-    gram = tiny(T=3, truncated_from="prior")
+    gram = tiny(T=3, truncated_from=truncated_from)
     x, y = batch()
     calls = {"n": 0}
     orig = gram.prior.forward

@@ -168,6 +168,21 @@ def test_truncated_transitions_can_be_drawn_from_the_prior():
     assert not torch.equal(g.loc, m.loc)  # the last transition sees y
 
 
+def test_prior_mean_truncated_transitions_are_noise_free_in_model_and_guide():
+    gram = tiny(truncated_from="prior_mean", sigma_init=0.5)
+    perturb_heads(gram)
+    x, y = batch()
+    gtr = poutine.trace(gram.guide).get_trace(x, y, n_sup=1)
+    mtr = poutine.trace(poutine.replay(gram.model, trace=gtr)).get_trace(x, y, n_sup=1)
+    prior = poutine.trace(gram.model).get_trace(x)  # a prior rollout: the same noise-free first transition
+    for tr in (gtr, mtr, prior):
+        site = tr.nodes["eps_0_0"]
+        assert isinstance(site["fn"], dist.Delta) and torch.equal(site["value"], gtr.nodes["eps_0_0"]["value"])
+    assert gtr.nodes["eps_0_0"]["value"].abs().sum() > 0  # the prior mean, not zero
+    assert isinstance(gtr.nodes["eps_0_2"]["fn"].base_dist, dist.Normal)  # the last transition keeps its noise
+    assert not torch.equal(gtr.nodes["eps_0_2"]["fn"].base_dist.loc, mtr.nodes["eps_0_2"]["fn"].base_dist.loc)
+
+
 def test_rope_scores_depend_only_on_relative_position():
     from gram_pyro.layers import apply_rope, rope_freqs
 

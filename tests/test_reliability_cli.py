@@ -1,4 +1,4 @@
-"""Bad input through the ``gram`` command line (docs/reliability.md, rows C01-C78).
+"""Bad input through the ``gram`` command line (docs/reliability.md, rows C01-C80).
 
 Every row is run in-process through ``gram_pyro.cli.main`` (the code ``python -m gram_pyro.cli`` runs) and
 must give exit code 2, exactly one ``gram: error: ...`` line on stderr that contains the documented message,
@@ -268,6 +268,10 @@ ROWS = [
         bug="B7", sub=True),
     Row("C34", ["eval", "{toy}", "--json", "--max-inputs", "0"], "max_inputs must be >= 1, got 0", bug="B8"),
     Row("C78", ["eval", "{toy}", "--json", "--max-inputs", "-1"], "max_inputs must be >= 1, got -1", bug="O6"),
+    Row("C79", ["eval", "{toy}", "--json", "--temperature", "-1"],
+        "gram: error: argument --temperature: expected a finite number >= 0, got '-1' (see gram eval --help)"),
+    Row("C80", ["solve", "{toy}", "12..", "--temperature", "nan"],
+        "gram: error: argument --temperature: expected a finite number >= 0, got 'nan' (see gram solve --help)"),
     # --- eval: run folders and checkpoints
     Row("C35", ["eval", "{tmp}/missing"], "{tmp}/missing is not a run folder (no config.json)"),
     Row("C36", ["eval", "{run}"], "no checkpoint at {run}/checkpoint.pt", setup=damage_checkpoint("missing")),

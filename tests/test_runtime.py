@@ -136,6 +136,9 @@ def test_train_eval_solve_generate_through_the_api(tmp_path):
     loaded = api.load_run(tmp_path / "run")
     rows = api.evaluate(loaded, widths=(1, 3), depths=(1, 4), max_inputs=10)
     assert [(r["depth"], r["width"]) for r in rows] == [(1, 1), (1, 3), (4, 1), (4, 3)]
+    cold = api.evaluate(loaded, widths=(3,), max_inputs=10, tau=0.0)  # one trajectory per input, drawn 3 times
+    same = api.sample(loaded, loaded.splits["test"].inputs[0], 4, tau=0.0)[0]
+    assert cold[0]["distinct_valid"] <= 1.0 and (same == same[0]).all()
     out = api.solve(loaded, "12..", width=8)
     assert out["total_valid_answers"] == 2 and sum(s["count"] for s in out["solutions"]) + out["invalid"] == 8
     with pytest.raises(checkpoint.CheckpointError, match="already holds a run"):

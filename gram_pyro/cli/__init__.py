@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -63,6 +64,19 @@ def _natural(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected non-negative integer, got {value}")
     return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+TEMPERATURE_HELP = "scale of the prior noise around its mean (1: as trained; < 1 favours validity over diversity)"
 
 
 def seed_sampling(seed: int) -> None:
@@ -119,13 +133,14 @@ def cmd_eval(args) -> int:
 
     run = api.load_run(args.run, args.data, args.device)
     seed_sampling(args.seed)
-    rows = api.evaluate(run, args.width, args.depth, args.halting, args.split, args.max_inputs, progress=not args.json)
+    rows = api.evaluate(run, args.width, args.depth, args.halting, args.split, args.max_inputs, progress=not args.json,
+                        tau=args.temperature)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         keys = ["depth", "width"] + [k for k in rows[0] if k not in ("depth", "width")]
         print(f"{run.path} ({run.config.model.mode}, {run.task.name}), {len(run.splits[args.split].inputs[:args.max_inputs])} "
-              f"{args.split} inputs, prior rollouts:")
+              f"{args.split} inputs, prior rollouts at temperature {args.temperature:g}:")
         print_table(rows, keys)
     return 0
 
@@ -135,7 +150,7 @@ def cmd_solve(args) -> int:
 
     run = api.load_run(args.run, device=args.device)
     seed_sampling(args.seed)
-    out = api.solve(run, api.read_user_input(args.input), args.width, args.depth)
+    out = api.solve(run, api.read_user_input(args.input), args.width, args.depth, args.temperature)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -153,7 +168,7 @@ def cmd_generate(args) -> int:
     run = api.load_run(args.run, device=args.device)
     seed_sampling(args.seed)
     blank = run.splits["test"].inputs[0]
-    draws = api.sample(run, blank, args.num, args.depth)[0]
+    draws = api.sample(run, blank, args.num, args.depth, args.temperature)[0]
     valid = [bool(run.task.verify(blank, y)) for y in draws]
     distinct = {tuple(y.tolist()) for y, ok in zip(draws, valid) if ok}
     summary = {"samples": len(draws), "valid": sum(valid), "validity": sum(valid) / len(draws),
@@ -222,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     e.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
+    e.add_argument("--temperature", type=_temperature, default=1.0, help=TEMPERATURE_HELP)
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("solve", help="answers for your own input (string, board file or DIMACS .col graph)")
@@ -232,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     s.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
+    s.add_argument("--temperature", type=_temperature, default=1.0, help=TEMPERATURE_HELP)
     s.set_defaults(func=cmd_solve)
 
     g = sub.add_parser("generate", help="unconditional samples (blank-input tasks) with validity")
@@ -243,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     g.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
+    g.add_argument("--temperature", type=_temperature, default=1.0, help=TEMPERATURE_HELP)
     g.set_defaults(func=cmd_generate)
 
     m = sub.add_parser("demo", help="train GRAM and the deterministic baseline on a built-in task and compare")

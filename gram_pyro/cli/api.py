@@ -207,8 +207,10 @@ def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), m
 
 
 def evaluate(run: Run, widths=(1, 5, 20), depths=None, halting: bool = False, split: str = "test",
-             max_inputs: int | None = None, chunk_size: int = 4096, progress: bool = False) -> list[dict[str, Any]]:
-    """Task metrics of prior rollouts for every (depth, width) pair, from one pass at the largest of each.
+             max_inputs: int | None = None, chunk_size: int = 4096, progress: bool = False,
+             tau: float = 1.0) -> list[dict[str, Any]]:
+    """Task metrics of prior rollouts for every (depth, width) pair, from one pass at the largest of each,
+    sampled at temperature ``tau`` (``gram_pyro.inference.temperature``).
 
     Besides the task's metrics over all samples, ``vote_acc`` and ``lprm_acc`` are the accuracy of the one
     answer selected per input by majority vote and by the LPRM value (gram-paper.md §3.2).
@@ -225,7 +227,7 @@ def evaluate(run: Run, widths=(1, 5, 20), depths=None, halting: bool = False, sp
     inputs = run.splits[split].inputs[:max_inputs]
     x = torch.as_tensor(inputs)
     r = prior_rollouts(run.gram, x, num_samples=widths[-1], depth=depths[-1], halting=halting,
-                       chunk_size=chunk_size, progress=progress)
+                       chunk_size=chunk_size, progress=progress, tau=tau)
     rows = []
     for d in depths:
         step = torch.clamp(r.halt_step, max=d - 1) if halting else torch.full_like(r.halt_step, d - 1)
@@ -238,9 +240,10 @@ def evaluate(run: Run, widths=(1, 5, 20), depths=None, halting: bool = False, sp
     return rows
 
 
-def sample(run: Run, inputs: np.ndarray, width: int = 20, depth: int | None = None) -> np.ndarray:
-    """Prior samples [len(inputs), width, L_out] for encoded inputs."""
-    return prior_rollouts(run.gram, torch.as_tensor(np.atleast_2d(inputs)), num_samples=width, depth=depth).final.numpy()
+def sample(run: Run, inputs: np.ndarray, width: int = 20, depth: int | None = None, tau: float = 1.0) -> np.ndarray:
+    """Prior samples [len(inputs), width, L_out] for encoded inputs, at temperature ``tau``."""
+    x = torch.as_tensor(np.atleast_2d(inputs))
+    return prior_rollouts(run.gram, x, num_samples=width, depth=depth, tau=tau).final.numpy()
 
 
 def read_user_input(text: str) -> str:
@@ -255,10 +258,10 @@ def read_user_input(text: str) -> str:
     return text
 
 
-def solve(run: Run, user_input: Any, width: int = 20, depth: int | None = None) -> dict[str, Any]:
+def solve(run: Run, user_input: Any, width: int = 20, depth: int | None = None, tau: float = 1.0) -> dict[str, Any]:
     """Distinct valid answers for one user input, with how many trajectories found each."""
     x = run.task.encode_input(user_input)
-    draws = sample(run, x, width, depth)[0]
+    draws = sample(run, x, width, depth, tau)[0]
     found: dict[tuple, int] = {}
     invalid = 0
     for y in draws:
