@@ -99,7 +99,8 @@ def main() -> None:
     ap.add_argument("--max-inputs", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=1, help="train the two models in parallel processes (1 thread each)")
     ap.add_argument("--out", help="keep the runs here (default: a temporary folder)")
-    ap.add_argument("--reuse", action="store_true", help="evaluate the runs already in --out (train only the missing ones)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="evaluate the runs already in --out (train only the missing ones)")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     setup_runtime()

@@ -75,7 +75,8 @@ class GRAMConfig:
         if self.mixer not in ("attention", "mlp"):
             raise ValueError(f"unknown mixer {self.mixer!r}; choose 'attention' or 'mlp'")
         if self.truncated_from not in ("posterior", "prior", "prior_mean"):
-            raise ValueError(f"truncated_from must be 'posterior', 'prior' or 'prior_mean', got {self.truncated_from!r}")
+            raise ValueError(
+                f"truncated_from must be 'posterior', 'prior' or 'prior_mean', got {self.truncated_from!r}")
         if self.decoder not in ("linear", "swiglu"):
             raise ValueError(f"unknown decoder {self.decoder!r}; choose 'linear' or 'swiglu'")
         for name in ("K", "T", "N_sup", "D", "D_h", "n_heads", "n_layers", "seq_hidden", "vocab_size", "seq_len"):
