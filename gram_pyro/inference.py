@@ -41,7 +41,9 @@ class temperature(Messenger):
 
     def _pyro_sample(self, msg) -> None:
         fn = msg["fn"]
-        if msg["is_observed"] or site_is_subsample(msg) or not fn.has_rsample or self.tau == 1.0:
+        if self.tau == 1.0 or msg["is_observed"] or site_is_subsample(msg) or not fn.has_rsample:
+            return
+        if isinstance(fn, dist.Delta):  # no spread to scale (e.g. truncated_from="prior_mean")
             return
         mean = fn.mean
         if not bool(torch.isfinite(mean).all()):
@@ -83,7 +85,7 @@ def prior_rollouts(
     depth = gram.cfg.N_sup if depth is None else depth
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
-    tempered = temperature(tau)
+    tempered = temperature(tau)  # validates tau before any work
     B, N = x.shape[0], num_samples
     flat = x.to(gram.z0.device).repeat_interleave(N, dim=0)  # fold width into the batch: row b*N + i is draw i of b
     starts = range(0, len(flat), chunk_size)
