@@ -77,7 +77,8 @@ def train_and_evaluate(args, mode: str, out: Path) -> tuple[list[dict], list[dic
     guide = guide_accuracy(run, args.max_inputs or 200) if mode == "gram" else float("nan")
     rows = [{"model": mode, "tau": e["tau"], "depth": e["depth"], "N": e["width"], "accuracy": e["accuracy"],
              "vote_acc": e["vote_acc"], "lprm_acc": e["lprm_acc"], "coverage": e.get("coverage", float("nan")),
-             "distinct_valid": e["distinct_valid"], "guide_acc": guide, "batches": batches, "cpu_minutes": minutes,
+             "coverage_max": e.get("coverage_max", float("nan")), "distinct_valid": e["distinct_valid"],
+             "guide_acc": guide, "batches": batches, "cpu_minutes": minutes,
              **({"conflicts": e["conflict_edges_total"]} if "conflict_edges_total" in e else {})} for e in evals]
     curves = [{"model": mode, "batch": e["batch"], "prior_acc": e.get("prior_acc"),
                "prior_coverage": e.get("prior_coverage", float("nan")), "elbo_full": e["elbo_full"]}
@@ -114,8 +115,8 @@ def main() -> None:
     rows = [r for res in results for r in res[0]]
     curves = [c for res in results for c in res[1]]
     n_test = results[0][2]
-    keys = ["model", "tau", "depth", "N", "accuracy", "vote_acc", "lprm_acc", "coverage", "distinct_valid",
-            "guide_acc", "batches", "cpu_minutes"]
+    keys = ["model", "tau", "depth", "N", "accuracy", "vote_acc", "lprm_acc", "coverage", "coverage_max",
+            "distinct_valid", "guide_acc", "batches", "cpu_minutes"]
     keys += ["conflicts"] if "conflicts" in rows[0] else []
     table = markdown_table(rows, keys)
     curve = markdown_table(curves, ["model", "batch", "prior_acc", "prior_coverage", "elbo_full"])
@@ -130,8 +131,10 @@ def main() -> None:
                        table + "\n\nLearning curve (prior rollouts on held-out inputs during training):\n\n" + curve,
                        note=f"{n_test} held-out inputs; tau = sampling temperature; depth in supervision steps; "
                             f"accuracy = valid answers among all N samples; vote_acc / lprm_acc = accuracy of the "
-                            f"answer selected by majority vote / by the LPRM value head; guide_acc = validity of the "
-                            f"guide's reconstruction, which sees a target (not available at test time).")
+                            f"answer selected by majority vote / by the LPRM value head; coverage_max = the most N "
+                            f"samples can cover (min(N, answers) / answers, averaged over inputs); guide_acc = "
+                            f"validity of the guide's reconstruction, which sees a target (not available at test "
+                            f"time).")
 
 
 if __name__ == "__main__":

@@ -96,19 +96,23 @@ class Task(abc.ABC):
         """Task metrics for unique inputs ``x`` [g, seq_len] and samples [g, N, out_len].
 
         Default: ``accuracy`` (fraction of samples that verify), ``coverage`` (distinct valid canonical
-        answers / all valid answers, averaged over inputs, when ``solutions`` is enumerable) and
-        ``distinct_valid`` (mean number of distinct valid answers per input).
+        answers / all valid answers, averaged over inputs, when ``solutions`` is enumerable),
+        ``coverage_max`` (the most any N samples can cover: min(N, |solutions|) / |solutions|, averaged over
+        inputs; below 1 when inputs have more than N answers) and ``distinct_valid`` (mean number of distinct
+        valid answers per input).
         """
         valid = np.array([[self.verify(xi, s) for s in si] for xi, si in zip(x, samples)], dtype=bool)
         out: dict[str, float] = {"accuracy": float(valid.mean()) if valid.size else 0.0}
-        distinct, cover = [], []
+        distinct, cover, ceiling = [], [], []
         for xi, si, vi in zip(x, samples, valid):
             found = {tuple(self.canonical(s).tolist()) for s, ok in zip(si, vi) if ok}
             distinct.append(len(found))
             sols = self.solutions(xi)
             if sols is not None and len(sols):
                 cover.append(len(found) / len(sols))
+                ceiling.append(min(len(si), len(sols)) / len(sols))
         out["distinct_valid"] = float(np.mean(distinct)) if distinct else 0.0
         if cover:
             out["coverage"] = float(np.mean(cover))
+            out["coverage_max"] = float(np.mean(ceiling))
         return out

@@ -46,6 +46,7 @@ def test_validity_distinct_valid_and_exact_coverage_on_toy_permutations():
     assert np.isnan(diversity.coverage_at(TOY, s, valid, None, [1])).all()  # no solution sets: NaN
     m = TOY.metrics(x[None], s)  # agrees with the task's own metrics
     assert m["coverage"] == cov[0, -1] and m["distinct_valid"] == 2
+    assert m["coverage_max"] == 1.0 and TOY.metrics(x[None], s[:, :1])["coverage_max"] == 0.5  # 1 of 2 answers
 
 
 def test_coverage_counts_canonical_colourings_once():
@@ -61,7 +62,8 @@ def test_coverage_counts_canonical_colourings_once():
     np.testing.assert_array_equal(diversity.distinct_valid(task, s, valid), [2])
     np.testing.assert_allclose(diversity.coverage_at(task, s, valid, [sols], [1, 2, 3]),
                                [[1 / len(sols), 1 / len(sols), 2 / len(sols)]])
-    assert task.metrics(x[None], s)["distinct_valid"] == 2
+    m = task.metrics(x[None], s)
+    assert m["distinct_valid"] == 2 and m["coverage_max"] == pytest.approx(min(3, len(sols)) / len(sols))
 
 
 def test_trajectory_spread_is_mean_distance_to_the_mean_state():
