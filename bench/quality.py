@@ -80,8 +80,11 @@ def train_and_evaluate(args, mode: str, out: Path) -> tuple[list[dict], list[dic
              "coverage_max": e.get("coverage_max", float("nan")), "distinct_valid": e["distinct_valid"],
              "guide_acc": guide, "batches": batches, "cpu_minutes": minutes,
              **({"conflicts": e["conflict_edges_total"]} if "conflict_edges_total" in e else {})} for e in evals]
+    T = run.config.model.T
     curves = [{"model": mode, "batch": e["batch"], "prior_acc": e.get("prior_acc"),
-               "prior_coverage": e.get("prior_coverage", float("nan")), "elbo_full": e["elbo_full"]}
+               "prior_coverage": e.get("prior_coverage", float("nan")), "elbo_full": e["elbo_full"],
+               "kl_step_1": sum(e["kl_per_transition"][:T]) if e.get("kl_per_transition") else float("nan"),
+               "kl_later": sum(e["kl_per_transition"][T:]) if e.get("kl_per_transition") else float("nan")}
               for e in run.history if e["kind"] == "eval"]
     return rows, curves, len(run.splits["test"].inputs[: args.max_inputs]), reused
 
@@ -119,7 +122,8 @@ def main() -> None:
             "distinct_valid", "guide_acc", "batches", "cpu_minutes"]
     keys += ["conflicts"] if "conflicts" in rows[0] else []
     table = markdown_table(rows, keys)
-    curve = markdown_table(curves, ["model", "batch", "prior_acc", "prior_coverage", "elbo_full"])
+    curve = markdown_table(curves, ["model", "batch", "prior_acc", "prior_coverage", "elbo_full", "kl_step_1",
+                                    "kl_later"])
     print(table + "\n\nlearning curve (periodic evaluations):\n" + curve)
     (out / "quality.json").write_text(json.dumps({"rows": rows, "curves": curves}, indent=2))
     if args.write:
@@ -134,7 +138,9 @@ def main() -> None:
                             f"answer selected by majority vote / by the LPRM value head; coverage_max = the most N "
                             f"samples can cover (min(N, answers) / answers, averaged over inputs); guide_acc = "
                             f"validity of the guide's reconstruction, which sees a target (not available at test "
-                            f"time).")
+                            f"time); elbo_full (Eq. 13) and its KL, split into kl_step_1 (the first supervision "
+                            f"step's transitions) and kl_later (all later ones), are nats per row on the first 64 "
+                            f"training rows (the trainer's eval records).")
 
 
 if __name__ == "__main__":
