@@ -122,13 +122,14 @@ def build_datatree(samples: list[RunSamples], histories: list[list[dict]], width
         if s.task.name != first.task.name or not np.array_equal(s.inputs, first.inputs):
             raise ValueError(f"runs {first.name!r} and {s.name!r} differ in task or inputs; build one tree each")
     task = first.task
-    stats = {
-        "valid": _draw_major(samples, lambda s: diversity.validity(task, s.inputs, s.final)),
+    stats = {  # validity as 0/1 floats: arviz_stats.summary refuses boolean variables
+        "valid": _draw_major(samples, lambda s: diversity.validity(task, s.inputs, s.final)).astype(float),
         "halt_step": _draw_major(samples, lambda s: halt_steps(s.halt_prob)),
         "lprm_value": _draw_major(samples, lambda s: s.value[:, :, s.n_sup - 1]),
         "hamming_to_target": _draw_major(samples, lambda s: (s.final != s.targets[:, None, :]).sum(-1)),
         "log_weight": _draw_major(samples, lambda s: s.log_weight),
-        "guide_valid": _draw_major(samples, lambda s: diversity.validity(task, s.inputs, s.guide_answers[:, :, -1])),
+        "guide_valid": _draw_major(samples, lambda s: diversity.validity(task, s.inputs, s.guide_answers[:, :, -1]))
+        .astype(float),
     }
     if hasattr(task, "conflict_edges"):
         stats["conflict_edges"] = _draw_major(samples, lambda s: task.conflict_edges(s.inputs, s.final))

@@ -1,7 +1,8 @@
 """Solution and trajectory diversity: the numbers users compare across models (gram-paper.md §3, §5.6, §6.4).
 
-Per instance: validity of every sample (``task.verify``), distinct valid answers (canonical forms,
-``task.canonical``), exact coverage@N against the enumerated solution set, per-position predictive
+Per instance: validity of every sample, distinct valid answers (canonical forms) and exact coverage@N
+against the enumerated solution set, all computed by the task (``Task.validity``, ``Task.distinct_valid``,
+``Task.coverage_at``: the one implementation), per-position predictive
 entropy, mean pairwise Hamming distance, and the spread of the latent trajectories per supervision step.
 For the variational fit: Pareto k̂ of log p − log q (pyro-arviz-notes.md §2.4); across independently
 trained runs of one configuration (runs as chains): ESS and R-hat (pyro-arviz-notes.md §2.4).  Every
@@ -20,35 +21,22 @@ import arviz_stats  # noqa: F401  (registers the .azstats accessor used below)
 
 
 def validity(task, x: np.ndarray, samples: np.ndarray) -> np.ndarray:
-    """``task.verify`` of every sample: x [G, seq_len], samples [G, N, L] -> bool [G, N]."""
-    return np.array([[task.verify(xi, s) for s in si] for xi, si in zip(x, samples)], dtype=bool).reshape(
-        samples.shape[:2]
-    )
-
-
-def _canonical_keys(task, samples: np.ndarray, ok: np.ndarray) -> list[bytes | None]:
-    """Canonical form of each valid sample as bytes (None for an invalid one)."""
-    return [np.asarray(task.canonical(s), dtype=np.int64).tobytes() if good else None for s, good in zip(samples, ok)]
+    """``task.verify`` of every sample: x [G, seq_len], samples [G, N, L] -> bool [G, N] (``Task.validity``)."""
+    return task.validity(x, samples)
 
 
 def distinct_valid(task, samples: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Number of distinct valid answers (canonical forms) per input: [G, N, L], [G, N] -> int [G]."""
-    return np.array([len({k for k in _canonical_keys(task, s, v) if k is not None}) for s, v in zip(samples, valid)])
+    """Number of distinct valid answers (canonical forms) per input: [G, N, L], [G, N] -> int [G]
+    (``Task.distinct_valid``)."""
+    return task.distinct_valid(samples, valid)
 
 
 def coverage_at(task, samples: np.ndarray, valid: np.ndarray, solutions: list | None, widths) -> np.ndarray:
     """Exact coverage@N per input and width: distinct valid canonical answers among the first N samples
-    divided by the size of the input's solution set.  [G, len(widths)], NaN where the set is not enumerable.
+    divided by the size of the input's solution set.  [G, len(widths)], NaN where the set is not enumerable
+    (``Task.coverage_at``).
     """
-    out = np.full((len(samples), len(widths)), np.nan)
-    for g, (s, v) in enumerate(zip(samples, valid)):
-        sols = None if solutions is None else solutions[g]
-        if sols is None or not len(sols):
-            continue
-        keys = _canonical_keys(task, s, v)
-        for j, n in enumerate(widths):
-            out[g, j] = len({k for k in keys[:n] if k is not None}) / len(sols)
-    return out
+    return task.coverage_at(samples, valid, solutions, widths)
 
 
 def predictive_entropy(samples: np.ndarray, vocab_size: int) -> np.ndarray:

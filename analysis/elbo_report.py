@@ -27,7 +27,8 @@ def _last_finite(a: np.ndarray) -> float:
 
 
 def elbo_curves(history: list[dict]) -> dict[str, np.ndarray]:
-    """Training and held-out ELBO curves (per instance, nats).
+    """Training and evaluation-record ELBO curves (per instance, nats; the eval records' ELBO is on the first
+    64 training pairs, not held-out ones).
 
     ``train_step``/``train_surrogate_elbo``: −loss of every train record (β-weighted surrogate, Eq. 14),
     ``train_kl`` its β-scaled KL;

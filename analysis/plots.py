@@ -1,22 +1,19 @@
 """Figures of the report (matplotlib, Agg backend): every function takes plain data and returns a Figure.
 
 Line charts for width/depth scaling (gram-paper.md §3.1, §3.3), KL and ELBO curves (§2.2–2.4, App. A.3),
-the PCA view of latent trajectories (§6.4, Fig. 18–19), predictive checks, and solution galleries that
-draw answers as boards: N-Queens, coloured graphs (networkx), Sudoku grids, toy permutations, and a
-token grid for any other task.  The one ArviZ figure, the log-weight distributions, is drawn with
+the PCA view of latent trajectories (§6.4, Fig. 18–19), predictive checks, and solution galleries whose
+answers each task draws itself (``Task.draw``: boards, coloured graphs, ARC's coloured grids; a token
+grid by default), so this module knows no task.  The one ArviZ figure, the log-weight distributions, is drawn with
 ``arviz_plots.plot_dist`` with ``ci_kind``/``ci_prob`` set explicitly (pyro-arviz-notes.md §2.4).
 """
 
 from __future__ import annotations
-
-import math
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -160,101 +157,27 @@ def log_weight_dist(dt, label: str, instances: list[int], khat: np.ndarray):
 
 
 # ------------------------------------------------------------------ solution galleries
-def _cell_colour(given: bool, changed: bool) -> str:
-    """Black for a given kept, red for a given the sample changed, blue for a cell the model filled in."""
-    return "red" if changed else ("black" if given else "tab:blue")
-
-
-def _draw_nqueens(ax, x, y, ok):
-    n = int(round(math.sqrt(len(y))))
-    board = (np.add.outer(np.arange(n), np.arange(n)) % 2).astype(float)
-    ax.imshow(board, cmap="Greys", vmin=-1, vmax=4, extent=(-0.5, n - 0.5, n - 0.5, -0.5))
-    for idx in np.flatnonzero(np.asarray(y) == 2):
-        r, c = divmod(int(idx), n)
-        given = len(x) == len(y) and x[idx] == 2
-        ax.text(c, r, "♛", ha="center", va="center", fontsize=max(6, 90 // n), color="black" if given else "tab:blue")
-
-
-def _draw_graph(ax, x, y, ok):
-    n = len(y)
-    iu, ju = np.triu_indices(n, 1)
-    g = nx.Graph()
-    g.add_nodes_from(range(n))
-    g.add_edges_from((int(a), int(b)) for a, b, t in zip(iu, ju, x) if t == 2)
-    palette = {3: "tab:red", 4: "tab:green", 5: "tab:blue"}
-    colours = [palette.get(int(t), "lightgrey") for t in y]
-    edge_colours = ["red" if y[a] == y[b] or int(y[a]) not in palette else "black" for a, b in g.edges]
-    pos = nx.circular_layout(g)
-    nx.draw_networkx(g, pos, ax=ax, node_color=colours, edge_color=edge_colours, node_size=160, font_size=7,
-                     width=[2.5 if c == "red" else 1.0 for c in edge_colours])
-
-
-def _draw_sudoku(ax, x, y, ok):
-    n = int(round(math.sqrt(len(y))))
-    box = int(round(math.sqrt(n)))
-    ax.imshow(np.zeros((n, n)), cmap="Greys", vmin=0, vmax=1, extent=(-0.5, n - 0.5, n - 0.5, -0.5))
-    for k in range(n + 1):
-        lw = 2 if k % box == 0 else 0.5
-        ax.axhline(k - 0.5, color="black", linewidth=lw)
-        ax.axvline(k - 0.5, color="black", linewidth=lw)
-    for idx, t in enumerate(np.asarray(y)):
-        r, c = divmod(idx, n)
-        given = len(x) == len(y) and x[idx] >= 2
-        text = str(int(t) - 1) if 2 <= t <= n + 1 else "?"
-        ax.text(c, r, text, ha="center", va="center", fontsize=max(6, 80 // n),
-                color=_cell_colour(given, given and t != x[idx]), fontweight="bold" if given else "normal")
-
-
-def _draw_row(ax, x, y, ok):
-    n = len(y)
-    ax.imshow(np.zeros((1, n)), cmap="Greys", vmin=0, vmax=1, extent=(-0.5, n - 0.5, 0.5, -0.5))
-    for k in range(n + 1):
-        ax.plot([k - 0.5, k - 0.5], [-0.5, 0.5], color="black", linewidth=1)
-    ax.plot([-0.5, n - 0.5, n - 0.5, -0.5, -0.5], [-0.5, -0.5, 0.5, 0.5, -0.5], color="black", linewidth=1)
-    ax.set_xlim(-0.6, n - 0.4), ax.set_ylim(0.6, -0.6)
-    for i, t in enumerate(np.asarray(y)):
-        given = len(x) == len(y) and x[i] >= 2
-        ax.text(i, 0, str(int(t) - 1) if t >= 2 else "·", ha="center", va="center", fontsize=14,
-                color=_cell_colour(given, given and t != x[i]), fontweight="bold" if given else "normal")
-
-
-def _draw_tokens(ax, x, y, ok):
-    y = np.asarray(y)
-    side = int(round(math.sqrt(len(y))))
-    grid = y.reshape(side, side) if side * side == len(y) else y.reshape(1, -1)
-    ax.imshow(grid, cmap="magma", interpolation="nearest")
-    if grid.size <= 100:
-        for (r, c), t in np.ndenumerate(grid):
-            ax.text(c, r, str(int(t)), ha="center", va="center", fontsize=7, color="cyan")
-
-
-def drawer(task_name: str):
-    """The board drawer for a task, dispatched on the name prefix (token grid for unknown tasks)."""
-    for prefix, fn in (("nqueens-", _draw_nqueens), ("graph-coloring-", _draw_graph), ("sudoku", _draw_sudoku),
-                       ("toy-perm", _draw_row)):
-        if task_name.startswith(prefix):
-            return fn
-    return _draw_tokens
-
-
-def gallery(task_name: str, label: str, items: list[dict]) -> Figure:
-    """Rows of inputs, each: the target then the most frequent distinct samples.
+def gallery(task, label: str, items: list[dict]) -> Figure:
+    """Rows of inputs, each: the input (where the task draws it apart, ``Task.draws_input``), the target, then
+    the most frequent distinct samples, every answer drawn by the task (``Task.draw``).
 
     ``items``: ``{"input": int, "x", "target", "samples": [{"y", "count", "valid"}]}``.
     """
-    draw = drawer(task_name)
-    cols = 1 + max((len(it["samples"]) for it in items), default=0)
-    row_h = 0.9 if task_name.startswith("toy-perm") else 2.2
-    fig = Figure(figsize=(2.3 * cols, row_h * len(items) + 0.8), layout="constrained")
+    cols = 1 + task.draws_input + max((len(it["samples"]) for it in items), default=0)
+    fig = Figure(figsize=(2.3 * cols, task.draw_height * len(items) + 0.8), layout="constrained")
     fig.suptitle(label, fontsize=11)
     axes = fig.subplots(len(items), cols, squeeze=False)
     for row, it in zip(axes, items):
         panels = [("data target", it["target"], True)] + [
             (f"×{s['count']} {'valid' if s['valid'] else 'INVALID'}", s["y"], s["valid"]) for s in it["samples"]
         ]
-        for ax, (title, y, ok) in zip(row, panels):
-            draw(ax, it["x"], y, ok)
-            ax.set_title(f"input {it['input']}: {title}" if title == "data target" else title, fontsize=8,
+        if task.draws_input:
+            task.draw_input(row[0], it["x"])
+            row[0].set_title(f"input {it['input']}", fontsize=8)
+        for ax, (title, y, ok) in zip(row[int(task.draws_input):], panels):
+            task.draw(ax, y, it["x"])
+            first = title == "data target" and not task.draws_input
+            ax.set_title(f"input {it['input']}: {title}" if first else title, fontsize=8,
                          color="black" if ok else "red")
         for ax in row:
             ax.set_xticks([]), ax.set_yticks([])

@@ -5,11 +5,11 @@ Three checks on held-out inputs:
 1. **Validity.** The rate of valid prior-predictive samples against the data.  Data targets are valid
    by construction; :func:`validity_check` verifies it and reports any that fail.
 2. **Task statistics.** The distribution of a statistic T(y) in samples and in data.  Generic: the
-   count of each token per answer (digits for Sudoku, colours for graph colouring).  Task-specific:
-   conflict edges for graph colouring (the Table 1 metric, gram-paper.md §5.5), queens placed
-   (token 2) for N-Queens.  Reported as the mean in data and samples and the predictive p-value
-   P(T(sample) > T(data)) + ½ P(T(sample) = T(data)), pooled over inputs and draws: values near 0 or 1
-   flag a statistic the model gets systematically wrong.
+   count of each token per answer (digits for Sudoku, colours for graph colouring).  Task-specific,
+   from ``Task.answer_statistics``: conflict edges for graph colouring (the Table 1 metric,
+   gram-paper.md §5.5), queens placed for N-Queens, repeated symbols for Latin squares.  Reported as
+   the mean in data and samples and the predictive p-value P(T(sample) > T(data)) + ½ P(T(sample) =
+   T(data)), pooled over inputs and draws: values near 0 or 1 flag a statistic the model gets systematically wrong.
 3. **Guide reconstructions vs prior rollouts.** Accuracy and exact match to the target of each: the
    posterior/prior gap of gram-paper.md §2.4 measured on held-out data.
 """
@@ -19,25 +19,14 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.diversity import validity
-from tasks.nqueens import QUEEN
-
-
-
-def token_counts(y: np.ndarray, vocab_size: int) -> np.ndarray:
-    """Count of every token per answer: [..., L] -> [..., V]."""
-    return (np.asarray(y)[..., None] == np.arange(vocab_size)).sum(axis=-2)
+from tasks.base import token_counts  # noqa: F401  (re-exported: the one token count, ``Task.answer_statistics``)
 
 
 def task_statistics(task, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Statistics of answers y [G, ..., L] for inputs x [G, seq_len]: ``count of token v`` for every
-    token v ≥ 1, plus ``conflict edges`` (graph colouring) or ``queens placed`` (N-Queens).  Each is [G, ...]."""
-    counts = token_counts(y, task.vocab_size)
-    out = {f"count of token {v}": counts[..., v] for v in range(1, task.vocab_size)}
-    if hasattr(task, "conflict_edges"):
-        out["conflict edges"] = task.conflict_edges(x, y)
-    elif task.name.startswith("nqueens-"):
-        out["queens placed"] = counts[..., QUEEN]
-    return out
+    """Statistics of answers y [G, ..., L] for inputs x [G, seq_len], each [G, ...]: the task's own
+    (``Task.answer_statistics``: ``count of token v`` for every token v ≥ 1, plus e.g. ``conflict edges``
+    for graph colouring or ``queens placed`` for N-Queens)."""
+    return task.answer_statistics(x, y)
 
 
 def predictive_pvalue(samples: np.ndarray, data: np.ndarray) -> float:

@@ -157,7 +157,9 @@ def _csv_bytes(rows: list[dict]) -> bytes:
 _CSS = """body{font-family:sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
 img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}figcaption{font-size:.95em;color:#333;margin:.3em 0}
 table{border-collapse:collapse;font-size:.8em;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-th{background:#f0f0f0}.scroll{overflow-x:auto}summary{cursor:pointer;color:#225}.note{font-size:.85em;color:#555}h2{border-bottom:1px solid #ccc}"""
+th{background:#f0f0f0;overflow-wrap:anywhere;vertical-align:bottom}td:first-child{text-align:left}
+.scroll{overflow-x:auto;max-width:100%}summary{cursor:pointer;color:#225}.note{font-size:.85em;color:#555}
+h2{border-bottom:1px solid #ccc}"""
 
 
 class _Writer:
@@ -248,7 +250,8 @@ def _fit(w: _Writer, groups: list[Group], widths, n_sup: int) -> None:
     stoch = [g for g in groups if g.kind != "deterministic"] or groups
     ev, tr = _tagged(groups, lambda g: elbo_report.curve_rows(g.history))
     w.figure("elbo_curves", plots.line_panels([
-        {"title": "Held-out ELBO (eval records)", "xlabel": "optimiser update", "ylabel": "nats per instance",
+        {"title": "ELBO on the first 64 training pairs (eval records)", "xlabel": "optimiser update",
+         "ylabel": "nats per instance",
          "series": _series(ev, groups, "eval_step", "elbo_full", ": full ELBO (Eq. 13)", "gram")
          + _series(ev, groups, "eval_step", "elbo_surrogate", ": surrogate (Eq. 14)", "deterministic")},
         {"title": "Training surrogate (−loss)", "xlabel": "optimiser update", "ylabel": "nats per instance",
@@ -325,7 +328,8 @@ def _checks(w: _Writer, groups: list[Group]) -> None:
         {g.label: pick(g, "sample_mean") for g in same}, {g.label: pick(g, "sample_sd") for g in same},
         reference=pick(groups[0], "data_mean")),
         "Mean of each statistic per answer in prior samples (bars, ±1 s.d.) and in the data (black ticks): token "
-        "counts, and conflict edges or queens placed where the task has them.", {"ppc_statistics": stats})
+        "counts and the task's own statistics (conflict edges, queens placed, ...: Task.answer_statistics).",
+        {"ppc_statistics": stats})
 
 
 def _galleries(w: _Writer, groups: list[Group]) -> None:
@@ -334,10 +338,9 @@ def _galleries(w: _Writer, groups: list[Group]) -> None:
         items = gallery_items(g)
         rows = [{"run": g.label, "input": it["input"], "answer": str(g.task.decode_output(s["y"])).replace("\n", " / "),
                  "count": s["count"], "valid": s["valid"]} for it in items for s in it["samples"]]
-        w.figure(f"gallery_{g.name}", plots.gallery(g.task.name, g.label, items),
+        w.figure(f"gallery_{g.name}", plots.gallery(g.task, g.label, items),
                  f"{g.label}: for the first inputs, the data target and the most frequent distinct prior samples "
-                 "(×count of the draws, red title = invalid; black = given in the input, blue = filled in, red = a given "
-                 "the sample changed).",
+                 f"(×count of the draws, red title = invalid; {g.task.drawing_key}).",
                  {f"gallery_{g.name}": rows})
 
 

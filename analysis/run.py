@@ -73,14 +73,16 @@ def kl_matrix(records: list[dict], n_transitions: int) -> np.ndarray:
 
 
 def run_kind(run: RunData) -> str:
-    """``"deterministic"`` for the TRM-style baseline, else the GRAM mode (``"gram"`` or an ablation)."""
-    return run.gram.cfg.mode
+    """``"deterministic"`` for a model without latent sites (the TRM-style ablation or a baseline system,
+    gram_pyro/baselines), else the GRAM mode (``"gram"`` or an ablation)."""
+    return run.gram.cfg.mode if run.gram.cfg.stochastic else "deterministic"
 
 
 def run_label(run: RunData) -> str:
     """A short legend label: the run name with its mode and, for stochastic runs, β."""
     cfg = run.gram.cfg
-    return f"{run.name} ({cfg.mode})" if not cfg.stochastic else f"{run.name} ({cfg.mode}, β={cfg.beta:g})"
+    kind = cfg.mode if cfg.family == "gram" else cfg.family
+    return f"{run.name} ({kind})" if not cfg.stochastic else f"{run.name} ({kind}, β={cfg.beta:g})"
 
 
 def chain_key(run: RunData) -> tuple:

@@ -72,12 +72,13 @@ def _device(gram) -> torch.device:
 
 
 @torch.no_grad()
-def guide_rollouts(gram, x: torch.Tensor, y: torch.Tensor, num_samples: int, chunk_size: int = 4096):
+def guide_rollouts(gram, x: torch.Tensor, y: torch.Tensor, num_samples: int, chunk_size: int | None = None):
     """Guide trajectories replayed through the model: answers [B, M, N_sup, L] and log p − log q [B, M]."""
     n_sup = gram.cfg.N_sup
     B, M = x.shape[0], num_samples
     xs, ys = x.repeat_interleave(M, dim=0), y.repeat_interleave(M, dim=0)
     answers, log_w = [], []
+    chunk_size = gram_pyro.inference.rows_per_chunk(gram.cfg) if chunk_size is None else chunk_size
     for i in range(0, len(xs), chunk_size):
         xb, yb = xs[i : i + chunk_size], ys[i : i + chunk_size]
         guide_trace = poutine.trace(gram.guide).get_trace(xb, yb, n_sup=n_sup, beta=1.0)
@@ -139,7 +140,7 @@ def draw_samples(
     max_inputs: int = 200,
     traj_inputs: int = 4,
     n_components: int = 3,
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
 ) -> RunSamples:
     """Prior rollouts, guide rollouts and PCA-projected trajectories of one run on its first inputs.
 

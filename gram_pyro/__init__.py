@@ -3,27 +3,62 @@
 Model core only: this package imports no task and no analysis module (see docs/model.md).
 """
 
-from gram_pyro.config import MODES, PRESETS, GRAMConfig, preset
-from gram_pyro.elbo import TruncatedBalancedELBO, full_trajectory_elbo
-from gram_pyro.inference import Rollouts, lprm_best, majority_vote, prior_rollouts, temperature
-from gram_pyro.model import GRAM, Carry
-from gram_pyro.priors import PRIORS, TransitionPrior, register_prior
+import importlib
+
+# Public names and the module each lives in.  They are imported on first use (PEP 562), so that ``import
+# gram_pyro`` does not load torch: the ``gram`` command can then turn a Ctrl-C during start-up into one line
+# (gram_pyro/cli/__init__.py; docs/reliability.md, "Hostile input: the rules").
+_EXPORTS = {
+    "gram_pyro.config": ("MODES", "GRAMConfig"),
+    "gram_pyro.elbo": ("TruncatedBalancedELBO", "full_trajectory_elbo"),
+    "gram_pyro.inference": ("Rollouts", "lprm_best", "majority_vote", "prior_rollouts", "temperature"),
+    "gram_pyro.model": ("GRAM", "Carry"),
+    "gram_pyro.priors": ("PRIORS", "TransitionPrior", "register_prior"),
+    "gram_pyro.runconfig": ("TrainConfig", "list_presets", "preset", "run_preset"),
+    "gram_pyro.train": ("OptimConfig",),
+    "gram_pyro.trainer": ("fit",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    """A public name (imported from its module on first use) or a submodule (``gram_pyro.inference``)."""
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    else:
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "GRAM",
     "Carry",
     "GRAMConfig",
     "MODES",
-    "PRESETS",
+    "OptimConfig",
     "PRIORS",
     "Rollouts",
+    "TrainConfig",
     "TransitionPrior",
     "TruncatedBalancedELBO",
+    "fit",
     "full_trajectory_elbo",
+    "list_presets",
     "lprm_best",
     "majority_vote",
     "preset",
     "prior_rollouts",
     "register_prior",
+    "run_preset",
     "temperature",
 ]

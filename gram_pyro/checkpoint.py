@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from gram_pyro import files
+
 FORMAT = 1
 
 
@@ -29,8 +31,11 @@ class CheckpointError(ValueError):
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path next to ``path``; on success it is renamed over ``path``, else removed."""
-    path = Path(path)
+    """Yield a temporary path next to ``path``; on success it is renamed over ``path``, else removed.
+
+    ``path`` must pass :func:`gram_pyro.files.output_target`: a symlink is written through (its target is
+    replaced), a directory, device, FIFO or socket is refused before the temporary file exists."""
+    path = files.output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -68,7 +73,8 @@ def load_weights(module: torch.nn.Module, weights: dict, source: str | Path) -> 
 def read_jsonl(path: str | Path) -> list[dict]:
     """Records of a JSON-lines log, skipping blank lines and a line torn by a crash mid-write."""
     out = []
-    for line in Path(path).read_text().splitlines():
+    text = files.read_limited(path, "history").decode("utf-8", errors="replace")
+    for line in text.splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -85,8 +91,13 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
 def load(path: str | Path, identity: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely; refuse a wrong format, or a different run identity when ``identity`` is given."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
+    st = path.stat()
+    if not path.is_file():
+        raise CheckpointError(f"{path} is {files.kind_of(st.st_mode)}, not a checkpoint file")
+    if st.st_size > files.LIMITS["checkpoint"]:
+        raise CheckpointError(f"{path} is larger than the {files.show_size(files.LIMITS['checkpoint'])} checkpoint limit")
     try:
         with zipfile.ZipFile(path) as z:  # torch does not check the archive's CRCs: a flipped byte loads silently
             bad = z.testzip()
@@ -106,4 +117,14 @@ def load(path: str | Path, identity: str | None = None, map_location: str | torc
     if identity is not None and state.get("identity") != identity:
         raise CheckpointError(f"{path} was written for a different task or model configuration "
                               f"(identity {state.get('identity')} != {identity})")
+    _check_finite(state, path)
     return state
+
+
+def _check_finite(state: dict[str, Any], path: Path) -> None:
+    """Refuse weights (model or EMA) that hold NaN or inf: they would fail only later, deep inside sampling."""
+    for part in ("model", "ema"):
+        weights = state.get(part)
+        for name, value in weights.items() if isinstance(weights, dict) else ():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"{path}: {part} weight {name!r} holds NaN or inf values")

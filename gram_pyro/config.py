@@ -1,8 +1,9 @@
-"""Model configuration: a frozen dataclass and named presets (gram-paper.md §7).
+"""Model configuration: a frozen, validated dataclass (gram-paper.md §7).
 
 Symbols follow the paper: ``D`` hidden width, ``K`` low-level steps per transition, ``T`` transitions
 per supervision step, ``N_sup`` supervision steps, ``beta`` KL weight, ``alpha`` KL balance.
 ``mode`` selects the Table 3 ablations by configuration, never by separate code (see ``MODES``).
+Named settings are run presets, ``gram_pyro/configs/*.yaml`` (read by ``gram_pyro.runconfig.preset``).
 """
 
 from __future__ import annotations
@@ -20,19 +21,16 @@ MODES = {
     "flat": "looped transformer: no l, one stack f applied K+1 times per transition, eps on h (Table 3a)",
 }
 
-# KL weight per task, gram-paper.md §2.4 (App. B.2).
-PAPER_BETA = {
-    "sudoku": 0.1,
-    "arc-1": 0.04,
-    "arc-2": 0.1,
-    "nqueens-8": 0.07,
-    "nqueens-10": 0.045,
-    "graph-coloring-8": 0.5,
-    "graph-coloring-10": 0.45,
-    "mnist": 0.07,
-    "sudoku-gen": 0.05,
+# model.family: the network (gram_pyro/baselines, docs/baselines.md); every mode above is a mode of "gram".
+FAMILIES = {
+    "gram": "GRAM (gram_pyro/model.py), in any of the modes",
+    "trm": "TRM: one shared tiny network, z <- net(z + y + x) n times then y <- net(y + z), halt-only ACT",
+    "hrm": "HRM: two modules f_L / f_H, one-step gradient, Q-learning ACT",
+    "urm": "URM: Universal Transformer with ConvSwiGLU, truncated backprop through loops",
+    "looped": "Looped TF: one stack applied repeatedly, one update per trajectory",
+    "direct": "Direct Pred: a non-recursive Transformer, one forward pass",
+    "ar": "AR Transformer: causal decoder over [x ; y], ancestral sampling",
 }
-
 
 @dataclass(frozen=True)
 class GRAMConfig:
@@ -46,6 +44,9 @@ class GRAMConfig:
     seq_len: int = 4
     out_len: int | None = None  # decoded content positions; None = seq_len
     n_prefix: int = 0  # puzzle-embedding prefix tokens (paper: 16, zero-initialised registers)
+    # Learned per-puzzle embeddings (ARC, gram-paper.md §1.4; gram_pyro/puzzle_embedding.py): with > 0, x[..., 0] is
+    # a puzzle identifier in [0, num_puzzles) whose vector is added to the first prefix token; 0 = off.
+    num_puzzles: int = 0
     D: int = 64
     n_heads: int = 4
     D_h: int = 64  # SwiGLU hidden width
@@ -56,9 +57,17 @@ class GRAMConfig:
     K: int = 2
     T: int = 2
     N_sup: int = 4
+    family: str = "gram"  # the network: gram or a baseline system (FAMILIES)
     mode: str = "gram"
     deep_supervision: bool = True  # False: observe y only after the last of N_sup steps (Table 3a)
     truncated_from: str = "posterior"  # the T-1 truncated transitions: posterior | prior | prior_mean
+    # Fraction of each batch's rows whose carry into the next supervision step is the prior's rollout of the
+    # step (from the same state) instead of the guide's, so later steps train to repair prior-drawn states
+    # (issue 16; gram-paper.md §2.3 leaves the training carry open).  0 = the paper's guide carry.
+    prior_carry: float = 0.0
+    # Fit the LPRM value head on those prior-carry rows' prior states (what it scores at test time, §3.2)
+    # instead of on the guide's states, which nearly always decode the target (issue 16).  Needs prior_carry > 0.
+    lprm_on_prior: bool = False
     prior: str = "gaussian"
     prior_args: tuple[tuple[str, Any], ...] = ()
     sigma_min: float = 1e-3
@@ -72,6 +81,7 @@ class GRAMConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
+        self._check_family()
         if self.mixer not in ("attention", "mlp"):
             raise ValueError(f"unknown mixer {self.mixer!r}; choose 'attention' or 'mlp'")
         if self.truncated_from not in ("posterior", "prior", "prior_mean"):
@@ -86,65 +96,52 @@ class GRAMConfig:
             raise ValueError(f"D={self.D} is not divisible by n_heads={self.n_heads}")
         if self.n_prefix < 0:
             raise ValueError(f"n_prefix must be >= 0, got {self.n_prefix}")
+        if self.num_puzzles < 0 or (self.num_puzzles and (self.n_prefix < 1 or self.seq_len < 2)):
+            raise ValueError(f"num_puzzles={self.num_puzzles} needs num_puzzles >= 0, and n_prefix >= 1 when > 0")
+        if not 0.0 <= self.prior_carry <= 1.0:
+            raise ValueError(f"prior_carry must lie in [0, 1], got {self.prior_carry}")
+        if self.lprm_on_prior and not self.prior_carry > 0:
+            raise ValueError("lprm_on_prior needs prior_carry > 0 (the value head is fitted on those rows)")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
         if not 0 < self.sigma_min < self.sigma_init < self.sigma_max < math.inf or not self.guide_only_sigma > 0:
             raise ValueError("need 0 < sigma_min < sigma_init < sigma_max (finite) and guide_only_sigma > 0")
-        if self.out_len is not None and not 1 <= self.out_len <= self.seq_len:
-            raise ValueError(f"out_len must lie in [1, seq_len={self.seq_len}], got {self.out_len}")
+        if self.out_len is not None and not 1 <= self.out_len <= self.n_content:
+            raise ValueError(f"out_len must lie in [1, {self.n_content}] (the content tokens), got {self.out_len}")
+
+    def _check_family(self) -> None:
+        """A baseline family has no GRAM mode; Looped TF makes one update per trajectory, Direct Pred and AR one step."""
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; choose from {', '.join(FAMILIES)}")
+        if self.family != "gram" and self.mode != "gram":
+            raise ValueError(f"mode {self.mode!r} is a GRAM ablation; family {self.family!r} takes mode 'gram' only")
+        if self.family == "looped" and self.deep_supervision:
+            raise ValueError("family 'looped' makes one update per trajectory: set deep_supervision=false")
+        if self.family in ("direct", "ar") and self.N_sup != 1:
+            raise ValueError(f"family {self.family!r} is one forward pass: set N_sup=1, got {self.N_sup}")
 
     @property
     def L_out(self) -> int:
-        return self.seq_len if self.out_len is None else self.out_len
+        return self.n_content if self.out_len is None else self.out_len
 
     @property
     def S(self) -> int:
         """Length of the latent sequence: prefix plus content tokens."""
-        return self.n_prefix + self.seq_len
+        return self.n_prefix + self.n_content
+
+    @property
+    def n_content(self) -> int:
+        """Content tokens of x: ``seq_len`` less the puzzle-identifier column when ``num_puzzles`` > 0."""
+        return self.seq_len - (1 if self.num_puzzles else 0)
 
     @property
     def stochastic(self) -> bool:
-        return self.mode != "deterministic"
+        return self.family == "gram" and self.mode != "deterministic"
 
     def replace(self, **changes: Any) -> "GRAMConfig":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # gram-paper.md §7: D = 512, 8 heads, D_h = 512, 2 layers per module, K = 4 (6 for Sudoku), T = 3,
-    # N_sup = 16, 16 prefix tokens.  Optimiser settings live with the trainer.
-    "paper": dict(D=512, n_heads=8, D_h=512, n_layers=2, K=4, T=3, N_sup=16, n_prefix=16, mixer="attention"),
-    "paper-sudoku": dict(
-        D=512, n_heads=8, D_h=512, n_layers=2, K=6, T=3, N_sup=16, n_prefix=16, mixer="mlp", seq_hidden=512
-    ),
-    # CPU presets (2 cores): small widths, short recursions.
-    "cpu-tiny": dict(D=32, n_heads=2, D_h=64, n_layers=1, K=1, T=2, N_sup=3, seq_hidden=32),
-    "cpu": dict(D=64, n_heads=4, D_h=128, n_layers=1, K=2, T=2, N_sup=4, seq_hidden=64),
-}
-
-
-def paper_beta(task: str) -> float | None:
-    """The paper's β for a task name (``nqueens-8``, ``sudoku-9`` -> ``sudoku``), or None if it has none."""
-    family = task.rsplit("-", 1)[0] if task.rsplit("-", 1)[-1].isdigit() else task
-    return PAPER_BETA.get(task, PAPER_BETA.get(family))
-
-
-def preset(name: str, task: str | None = None, **overrides: Any) -> GRAMConfig:
-    """Build a config from a named preset plus keyword overrides (unknown names raise ValueError).
-
-    With ``task`` and a ``paper*`` preset, β defaults to the paper's value for that task (§2.4).
-    """
-    if name.startswith("paper") and task is not None and "beta" not in overrides and paper_beta(task) is not None:
-        overrides["beta"] = paper_beta(task)
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(GRAMConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
-    return GRAMConfig(**{**PRESETS[name], **overrides})

@@ -34,6 +34,15 @@ def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def shutdown() -> None:
+def shutdown(barrier: bool = False) -> None:
+    """Leave the process group.  ``barrier=True`` (after a successful run) first waits for every process.
+
+    Without it, a rank that finishes early (ranks > 0 skip the final checkpoint and evaluation) tore down its
+    gloo group while rank 0 was still using its own, and on a loaded 2-core machine it died in C++
+    ("terminate called without an active exception", SIGABRT; issue 14).  After a failure the barrier is
+    skipped: the other processes may be inside a collective that will never complete, and torchrun ends them.
+    """
     if dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()

@@ -15,12 +15,12 @@ guide's sample) otherwise, e.g. for a Student-t prior.  :func:`full_trajectory_e
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
@@ -30,13 +30,28 @@ from torch.distributions import kl_divergence
 
 
 def detach_params(d: dist.Distribution) -> dist.Distribution:
-    """A copy of ``d`` whose parameters are detached (stop-gradient), through Independent/Masked wrappers."""
-    if isinstance(d, dist.Independent):
-        return dist.Independent(detach_params(d.base_dist), d.reinterpreted_batch_ndims)
-    if isinstance(d, MaskedDistribution):
-        return MaskedDistribution(detach_params(d.base_dist), d._mask)
-    params = {k: getattr(d, k).detach() for k in d.arg_constraints if k in d.__dict__}
-    return type(d)(**params, validate_args=False)
+    """A copy of ``d`` with every parameter tensor detached (stop-gradient, gram-paper.md §2.4), for any distribution.
+
+    The copy keeps ``d``'s type and walks its attributes: tensors are detached, and nested distributions and
+    transforms (``Independent``'s base, a mask's base, ``MixtureSameFamily``'s mixture and components, a
+    ``TransformedDistribution``'s transforms) are copied the same way, so parameters that are not constructor
+    arguments are covered too.  Parameters held by an ``nn.Module`` inside a distribution (normalising-flow
+    transforms) are not: give such priors their own stop-gradient by overriding this protocol in the prior.
+    """
+    return _detached(d, {})
+
+
+def _detached(obj, memo: dict):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, (torch.distributions.Distribution, torch.distributions.Transform)):
+        if id(obj) not in memo:
+            memo[id(obj)] = new = copy.copy(obj)
+            new.__dict__.update({k: _detached(v, memo) for k, v in vars(obj).items()})
+        return memo[id(obj)]
+    if type(obj) in (list, tuple):
+        return type(obj)(_detached(v, memo) for v in obj)
+    return obj
 
 
 def kl_term(q: dist.Distribution, p: dist.Distribution, value: torch.Tensor) -> torch.Tensor:

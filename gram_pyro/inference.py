@@ -73,18 +73,43 @@ class Rollouts:
     final_value: torch.Tensor
 
 
+CHUNK_ELEMENTS = 2**22
+"""Rollout chunk budget: float32 elements (16 MiB) in a chunk's widest activation (see :func:`rows_per_chunk`)."""
+
+
+def rows_per_chunk(cfg, budget: int = CHUNK_ELEMENTS) -> int:
+    """Trajectories per rollout chunk so that the widest activation of one transition fits ``budget`` elements.
+
+    The widest tensors of a step are the SwiGLU gate input [rows, S, 2·D_h], the sequence mixer's
+    [rows, D, 2·seq_hidden] or attention's q/k/v [rows, S, 3·D] and scores [rows, heads, S, S], and the
+    decoder's logits [rows, L_out, V].  Chunks of 4,096 rows regardless of S and D made each of these 100 MB
+    and more at N-Queens 10 (S = 100): every op then mapped fresh pages from the kernel, so an evaluation
+    spent as long in system time as in user time and peaked above 2.5 GB (issue 18, docs/results.md).
+    A budget in elements keeps each temporary small and reused, and bounds the peak whatever the width N
+    and the number of inputs.
+    """
+    c = cfg
+    mixer = c.S * (3 * c.D + c.n_heads * c.S) if c.mixer == "attention" else c.D * 2 * c.seq_hidden
+    widest = max(c.S * 2 * c.D_h, mixer, c.L_out * c.vocab_size)
+    return max(1, budget // widest)
+
+
 @torch.no_grad()
 def prior_rollouts(
-    gram, x: torch.Tensor, num_samples: int, depth: int | None = None, halting: bool = False, chunk_size: int = 4096,
-    progress: bool = False, tau: float = 1.0,
+    gram, x: torch.Tensor, num_samples: int, depth: int | None = None, halting: bool = False,
+    chunk_size: int | None = None, progress: bool = False, tau: float = 1.0,
 ) -> Rollouts:
     """Sample ``num_samples`` trajectories per row of ``x`` [B, seq_len] from the prior (results on the CPU);
-    ``tau`` is the sampling :class:`temperature`."""
+    ``tau`` is the sampling :class:`temperature`; ``chunk_size`` trajectories run together (default
+    :func:`rows_per_chunk` of the model's sizes)."""
     if num_samples < 1:
         raise ValueError(f"num_samples (width) must be >= 1, got {num_samples}")
     depth = gram.cfg.N_sup if depth is None else depth
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
+    chunk_size = rows_per_chunk(gram.cfg) if chunk_size is None else chunk_size
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     tempered = temperature(tau)  # validates tau before any work
     B, N = x.shape[0], num_samples
     flat = x.to(gram.z0.device).repeat_interleave(N, dim=0)  # fold width into the batch: row b*N + i is draw i of b

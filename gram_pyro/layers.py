@@ -29,7 +29,11 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.w13(x).chunk(2, dim=-1)
-        return self.w2(F.silu(a) * b)
+        if torch.is_grad_enabled():
+            return self.w2(F.silu(a) * b)
+        # Rollouts (no autograd): gate in place on w13's output, the same values with two fewer temporaries of
+        # the block's largest activation (issue 18: elementwise passes and allocation churn, docs/results.md)
+        return self.w2(F.silu(a, inplace=True).mul_(b))
 
 
 def rope_freqs(S: int, head_dim: int, theta: float = 1e4) -> torch.Tensor:

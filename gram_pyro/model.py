@@ -34,6 +34,7 @@ from torch import nn
 from gram_pyro.config import GRAMConfig
 from gram_pyro.layers import Stack, SwiGLU, lecun_init_
 from gram_pyro.priors import GaussianPosterior, LocScaleHead, TransitionPrior, build_prior
+from gram_pyro.puzzle_embedding import PuzzleEmbedding
 
 _NAMES = itertools.count()
 
@@ -59,6 +60,7 @@ class GRAM(nn.Module):
         # Encoder e_x (Eq. 1): token embedding x sqrt(D), prefix tokens, RoPE inside attention.
         self.embed = nn.Embedding(cfg.vocab_size, D)
         self.prefix = nn.Parameter(torch.zeros(cfg.n_prefix, D))
+        self.puzzle_embedding = PuzzleEmbedding(cfg.num_puzzles, D) if cfg.num_puzzles else None
         self.f_L = None if cfg.mode == "flat" else Stack(cfg.n_layers, **block)
         self.f_H = Stack(cfg.n_layers, **block)
         self.decoder = nn.Linear(D, cfg.vocab_size) if cfg.decoder == "linear" else SwiGLU(D, cfg.D_h, cfg.vocab_size)
@@ -90,9 +92,15 @@ class GRAM(nn.Module):
 
     # ------------------------------------------------------------------ deterministic pieces
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """e_x = f_enc(x) (Eq. 1): [..., seq_len] tokens -> [..., S, D]."""
+        """e_x = f_enc(x) (Eq. 1): [..., seq_len] tokens -> [..., S, D].  With ``num_puzzles`` > 0, x[..., 0] is
+        the puzzle identifier; its learned embedding is added to the first prefix token (§1.4)."""
+        prefix = self.prefix
+        if self.puzzle_embedding is not None:
+            ids, x = x[..., 0], x[..., 1:]
+            rows = self.puzzle_embedding(ids)[..., None, :]
+            prefix = prefix + nn.functional.pad(rows, (0, 0, 0, self.cfg.n_prefix - 1))
         e = self.embed(x) * math.sqrt(self.cfg.D)
-        return torch.cat([self.prefix.expand(*e.shape[:-2], -1, -1), e], dim=-2)
+        return torch.cat([prefix.expand(*e.shape[:-2], -1, -1), e], dim=-2)
 
     def initial_carry(self, batch_shape: torch.Size) -> Carry:
         """z_0 broadcast to every instance and position."""
@@ -219,8 +227,8 @@ class GRAM(nn.Module):
             logits = self.decode(carry.h)
             pyro.deterministic(f"y_hat_{n}", logits.argmax(-1), event_dim=1)
             with torch.no_grad():
-                pyro.deterministic(f"halt_{n}", torch.sigmoid(self.halt_logit(carry.h)))
-                pyro.deterministic(f"value_{n}", self.value(carry.h))
+                pyro.deterministic(f"halt_{n}", torch.sigmoid(self.halt_logit(carry.h)), event_dim=0)  # [B]: batch
+                pyro.deterministic(f"value_{n}", self.value(carry.h), event_dim=0)
             if c.deep_supervision or n == last_step:
                 pyro.sample(f"y_{n}", dist.Categorical(logits=logits).to_event(1), obs=y)
 

@@ -1,15 +1,18 @@
 """Run configuration: model, optimiser and training settings, YAML/JSON presets and ``--set`` overrides.
 
-A run preset is a YAML or JSON file with up to three sections::
+A run preset is a YAML or JSON file with up to three sections, each the keys of one config dataclass::
 
-    model: {preset: cpu, beta: 0.3}        # a GRAMConfig preset name plus GRAMConfig keys
-    optim: {preset: cpu, lr: 0.003}        # an OPTIM_PRESETS name plus OptimConfig keys
-    train: {batches: 300, eval_every: 50}  # TrainConfig keys
+    model: {D: 64, K: 2, T: 2, N_sup: 4, beta: 1.0}   # GRAMConfig keys
+    optim: {lr: 0.002, ema_decay: 0.98}               # OptimConfig keys
+    train: {batches: 300, eval_every: 50}             # TrainConfig keys
 
-Presets ship in ``gram_pyro/configs/`` (``gram tasks`` lists them); a path to a user file works too.
-``model.beta: paper`` selects the paper's β for the run's task (gram-paper.md §2.4).  Overrides are
-``section.key=value`` strings, converted to the field's type; an unknown key or a value of the wrong
-type raises ``ConfigError`` with a one-line message.  Task sizes (vocabulary, lengths) come from the task.
+The files in ``gram_pyro/configs/`` (``gram tasks`` lists them) are the one preset namespace: ``--preset cpu``
+on the command line, :func:`run_preset` and :func:`preset` in Python read the same file, and a section's
+``preset: NAME`` key starts that section from preset NAME's section (``optim: {preset: paper}``).  A path to a
+user file works wherever a name does.  ``model.beta`` is a number or a table ``{task or task family: β}``;
+the paper's table (gram-paper.md §2.4) lives in ``configs/paper.yaml`` and ``beta: paper`` selects it.
+Overrides are ``section.key=value`` strings, converted to the field's type; an unknown key or a value of the
+wrong type raises ``ConfigError`` with a one-line message.  Task sizes (vocabulary, lengths) come from the task.
 """
 
 from __future__ import annotations
@@ -17,21 +20,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from gram_pyro.config import GRAMConfig, paper_beta, preset
-from gram_pyro.train import OPTIM_PRESETS, OptimConfig
+from gram_pyro.config import GRAMConfig
+from gram_pyro.train import OptimConfig
+from gram_pyro.validation import ConfigError, check_run_limits, check_types, load_structured
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
-    """A bad preset, key or value: the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,35 @@ class TrainConfig:
     nan_policy: str = "stop"  # on a NaN/Inf loss or gradient: stop (last checkpoint intact) or skip the update
     max_skips: int = 10  # with nan_policy=skip: stop after this many skipped updates
 
+    def __post_init__(self):
+        if self.nan_policy not in ("stop", "skip"):
+            raise ValueError(f"config key train.nan_policy expects stop or skip, got {self.nan_policy!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"config key train.device expects auto, cpu or cuda, got {self.device!r}")
+        for key in ("batches", "eval_width", "eval_inputs"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"config key train.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("eval_every", "checkpoint_every", "seed", "max_skips"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"config key train.{key} must be >= 0, got {getattr(self, key)}")
+
 
 @dataclass(frozen=True)
 class RunConfig:
+    """One run: the task's name and the three validated sections."""
+
     task: str
     model: GRAMConfig
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if not isinstance(self.task, str) or not self.task:
+            raise ValueError(f"task must be a non-empty name, got {self.task!r}")
+        for name, cls in (("model", GRAMConfig), ("optim", OptimConfig), ("train", TrainConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        check_run_limits(self.model, self.optim, self.train)  # upper bounds (docs/reliability.md, "Limits")
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "model": _plain(self.model), "optim": _plain(self.optim), "train": _plain(self.train)}
@@ -67,12 +90,17 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "RunConfig":
+    def from_dict(d: dict[str, Any], source: str = "run configuration") -> "RunConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping, got {type(d).__name__}")
+        for name, cls in _SECTIONS.items():
+            if name in d:
+                check_types(name, cls, d[name], source)
         try:
             model = GRAMConfig(**_tuples(GRAMConfig, d["model"]))
             return RunConfig(d["task"], model, OptimConfig(**_tuples(OptimConfig, d["optim"])),
                              TrainConfig(**d["train"]))
-        except (KeyError, TypeError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"malformed run configuration: {err}") from None
 
 
@@ -102,19 +130,17 @@ def load_preset(name_or_path: str) -> dict[str, dict[str, Any]]:
         path = CONFIG_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise ConfigError(f"unknown preset {name_or_path!r}; known: {', '.join(list_presets())}")
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except FileNotFoundError:
-        raise ConfigError(f"preset file not found: {path}") from None
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot parse preset {path}: {str(err).splitlines()[0]}") from None
-    data = data or {}
+    if not path.exists():
+        raise ConfigError(f"preset file not found: {path}")
+    data = load_structured(path, "preset", f"preset {path}") or {}
     if not isinstance(data, dict) or set(data) - {"model", "optim", "train"}:
         raise ConfigError(f"preset {path}: top-level keys must be among model, optim, train")
     for k, section in data.items():
         if section is not None and not isinstance(section, dict):
             raise ConfigError(f"preset {path}: section {k!r} must be a mapping of keys to values")
+        bad = [key for key in section or {} if not isinstance(key, str)]
+        if bad:
+            raise ConfigError(f"preset {path}: section {k!r} has a key that is not a name: {bad[0]!r}")
     return {k: dict(data.get(k) or {}) for k in ("model", "optim", "train")}
 
 
@@ -141,11 +167,11 @@ def _coerce(key: str, value: Any, hint) -> Any:
                 return False
             raise ValueError
         if hint is int:
-            if isinstance(value, float) or isinstance(value, bool):
+            if isinstance(value, float) or isinstance(value, bool) or not _INT.fullmatch(text):
                 raise ValueError
             return int(text)
         if hint is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not _FLOAT.fullmatch(text):
                 raise ValueError
             return float(text)
         if hint is str:
@@ -162,6 +188,11 @@ def _coerce(key: str, value: Any, hint) -> Any:
         pass
     kind = "name=value pairs" if key.endswith("prior_args") else getattr(hint, "__name__", str(hint))
     raise ConfigError(f"config key {key} expects {kind}, got {value!r}")
+
+
+# The strict grammar of numbers in presets and --set (ASCII only: no "1_000", no full-width digits).
+_INT = re.compile(r"-?[0-9]{1,30}")
+_FLOAT = re.compile(r"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|inf|infinity|nan)", re.I)
 
 
 def _number(v: Any) -> Any:
@@ -185,6 +216,71 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _resolve(section: str, values: dict[str, Any], seen: tuple[str, ...]) -> dict[str, Any]:
+    """A section with its ``preset: NAME`` key replaced by preset NAME's (resolved) section, then its own keys."""
+    values = dict(values)
+    base = values.pop("preset", None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"config key {section}.preset expects a preset name, got {base!r}")
+    if base in seen:
+        raise ConfigError(f"{section}.preset {base!r} refers back to itself (via {' -> '.join(seen)})")
+    inherited = _resolve(section, load_preset(base)[section], (*seen, base))
+    return {**inherited, **values}
+
+
+def _beta_for(task: str | None, beta: Any) -> Any:
+    """β for ``task`` from a number or a table {task or task family: β} (``paper``: configs/paper.yaml's table).
+
+    The family of ``nqueens-8`` is ``nqueens`` (a trailing size removed).  Without a task a table gives no
+    value (the GRAMConfig default stays): the model's architecture does not depend on it.
+    """
+    from_paper = str(beta).lower() == "paper"
+    table = _resolve("model", load_preset("paper")["model"], ("paper",)).get("beta") if from_paper else beta
+    if not isinstance(table, dict):
+        return beta
+    if task is None:
+        return None
+    task = task.partition(":")[0]  # task options (``arc-1:aug=8``, tasks/__init__.py) leave β as it is
+    family = task.rsplit("-", 1)[0] if task.rsplit("-", 1)[-1].isdigit() else task
+    for key in (task, family):
+        if key in table:
+            return table[key]
+    source = "the paper" if from_paper else "the preset's beta table"
+    raise ConfigError(f"{source} gives no beta for task {task!r}; set model.beta to a number")
+
+
+def _build(data: dict[str, dict[str, Any]], task: str | None, sizes: dict[str, Any], seen: tuple[str, ...],
+           model_keys: dict[str, Any] | None = None) -> tuple[GRAMConfig, OptimConfig, TrainConfig]:
+    """Resolved preset sections (+ Python ``model_keys``, already typed) -> the three validated configs."""
+    out, model_keys = [], model_keys or {}
+    for section, cls in _SECTIONS.items():
+        values = _resolve(section, data[section], seen)
+        hints = typing.get_type_hints(cls)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in fields or (section == "model" and key in _SIZES):
+                raise ConfigError(f"unknown config key {section}.{key if key.isidentifier() else repr(key)}")
+        if section == "model" and "beta" in values:  # a Python beta= replaces a table before any lookup
+            beta = None if "beta" in model_keys else _beta_for(task, values["beta"])
+            if beta is None:
+                del values["beta"]
+            else:
+                values["beta"] = beta
+        typed = {k: _coerce(f"{section}.{k}", v, hints[k]) for k, v in values.items()}
+        if section == "model":
+            unknown = sorted(set(model_keys) - fields)
+            if unknown:
+                raise ConfigError(f"unknown config key(s): {', '.join('model.' + k for k in unknown)}")
+            typed.update(model_keys, **sizes)
+        try:
+            out.append(cls(**typed))
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"{section}: {str(err).splitlines()[0]}") from None
+    return out[0], out[1], out[2]
+
+
 def build_run_config(task: str, sizes: dict[str, int], preset_name: str = "cpu", overrides: list[str] = (),
                      mode: str | None = None) -> RunConfig:
     """Preset file + overrides + task sizes -> a validated RunConfig."""
@@ -193,42 +289,20 @@ def build_run_config(task: str, sizes: dict[str, int], preset_name: str = "cpu",
         data[section].update(values)
     if mode is not None:
         data["model"]["mode"] = mode
-    sections = {}
-    for section, cls in _SECTIONS.items():
-        values = dict(data[section])
-        base = values.pop("preset", None) if section in ("model", "optim") else None
-        hints = typing.get_type_hints(cls)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in fields or (section == "model" and key in _SIZES):
-                raise ConfigError(f"unknown config key {section}.{key if key.isidentifier() else repr(key)}")
-        if section == "model" and str(values.get("beta", "")).lower() == "paper":
-            if paper_beta(task) is None:
-                raise ConfigError(f"the paper gives no beta for task {task!r}; set model.beta to a number")
-            values["beta"] = paper_beta(task)
-        typed = {k: _coerce(f"{section}.{k}", v, hints[k]) for k, v in values.items()}
-        try:
-            if section == "model":
-                sections[section] = preset(base or "cpu", **{**typed, **sizes})
-            elif section == "optim":
-                if base is not None and base not in OPTIM_PRESETS:
-                    raise ConfigError(f"unknown optimiser preset {base!r}; known: {', '.join(OPTIM_PRESETS)}")
-                sections[section] = dataclasses.replace(OPTIM_PRESETS.get(base, OptimConfig()), **typed)
-            else:
-                sections[section] = cls(**typed)
-        except ConfigError:
-            raise
-        except (ValueError, TypeError) as err:
-            raise ConfigError(f"{section}: {str(err).splitlines()[0]}") from None
-    train = sections["train"]
-    if train.nan_policy not in ("stop", "skip"):
-        raise ConfigError(f"config key train.nan_policy expects stop or skip, got {train.nan_policy!r}")
-    if train.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"config key train.device expects auto, cpu or cuda, got {train.device!r}")
-    for key in ("batches", "eval_width", "eval_inputs"):
-        if getattr(train, key) < 1:
-            raise ConfigError(f"config key train.{key} must be >= 1, got {getattr(train, key)}")
-    for key in ("eval_every", "checkpoint_every", "seed", "max_skips"):
-        if getattr(train, key) < 0:
-            raise ConfigError(f"config key train.{key} must be >= 0, got {getattr(train, key)}")
-    return RunConfig(task, sections["model"], sections["optim"], train)
+    return RunConfig(task, *_build(data, task, sizes, (str(preset_name),)))
+
+
+def run_preset(name: str = "cpu", task: str | None = None,
+               **model_keys: Any) -> tuple[GRAMConfig, OptimConfig, TrainConfig]:
+    """The model, optimiser and training settings of run preset ``name`` — what ``--preset NAME`` trains.
+
+    ``model_keys`` are GRAMConfig fields (task sizes ``vocab_size``, ``seq_len``, ``out_len`` and any override);
+    ``task`` picks β from a preset's β table (the paper presets, §2.4).
+    """
+    sizes = {k: model_keys.pop(k) for k in _SIZES if k in model_keys}
+    return _build(load_preset(name), task, sizes, (name,), model_keys)
+
+
+def preset(name: str = "cpu", task: str | None = None, **model_keys: Any) -> GRAMConfig:
+    """The model config of run preset ``name`` (``run_preset(name, task, **model_keys)[0]``)."""
+    return run_preset(name, task, **model_keys)[0]

@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from pyro import poutine
 from pyro.distributions import Independent, Normal
 from pyro.poutine.messenger import Messenger
 from torch import nn
@@ -34,18 +35,26 @@ class OptimConfig:
     """AdamW, warm-up, clipping and EMA settings (gram-paper.md §7; betas (0.9, 0.95) as TRM, ❓ in GRAM).
 
     ``ema_decay`` > 0 keeps an exponential moving average of the weights, updated after every optimiser
-    step; evaluation and the final model use the EMA weights (the paper evaluates with them).
+    step; evaluation and the final model use the EMA weights (the paper evaluates with them).  The defaults
+    are the ``cpu`` run preset's optimiser (gram_pyro/configs/cpu.yaml); ``run_preset("paper")`` has the paper's.
     """
 
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     clip: float = 1.0
-    warmup: int = 20
+    warmup: int = 10
     batch_size: int = 64
-    ema_decay: float = 0.0
+    ema_decay: float = 0.98
+    # The puzzle embeddings' sparse sign-SGD (gram_pyro/puzzle_embedding.py; TRM's ARC values): its own lr,
+    # with the same warm-up, and decoupled weight decay on the rows each update touches.
+    puzzle_lr: float = 1e-2
+    puzzle_weight_decay: float = 0.1
 
     def __post_init__(self):
+        if not (math.isfinite(self.puzzle_lr) and self.puzzle_lr > 0 and math.isfinite(self.puzzle_weight_decay)
+                and self.puzzle_weight_decay >= 0):
+            raise ValueError("need finite puzzle_lr > 0 and puzzle_weight_decay >= 0")
         finite = all(math.isfinite(v) for v in (self.lr, self.weight_decay, self.clip))
         if not finite or not self.lr > 0 or self.weight_decay < 0 or not self.clip > 0 or self.warmup < 0:
             raise ValueError("need finite lr > 0, weight_decay >= 0, clip > 0 and warmup >= 0")
@@ -57,15 +66,12 @@ class OptimConfig:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
 
 
-OPTIM_PRESETS = {
-    # gram-paper.md §7: AdamW lr 1e-4, weight decay 1.0, clip 1.0, batch 768, EMA 0.9999; warm-up as TRM.
-    "paper": OptimConfig(lr=1e-4, weight_decay=1.0, clip=1.0, warmup=2000, batch_size=768, ema_decay=0.9999),
-    "cpu": OptimConfig(lr=2e-3, weight_decay=0.1, clip=1.0, warmup=10, batch_size=64, ema_decay=0.98),
-}
-
-
 class EMA:
-    """Exponential moving average of a module's floating-point parameters and buffers."""
+    """Exponential moving average of a module's floating-point parameters and buffers.
+
+    The puzzle-embedding table is copied, not averaged: TRM evaluates with the raw table (its rows change
+    only when their puzzle is in a batch, so an average would lag by many epochs).
+    """
 
     def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
@@ -74,7 +80,9 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         for k, v in module.state_dict().items():
-            if k in self.shadow:
+            if k.startswith("puzzle_embedding."):
+                self.shadow[k].copy_(v)
+            elif k in self.shadow:
                 self.shadow[k].lerp_(v, 1.0 - self.decay)
 
     def copy_to(self, module: nn.Module) -> None:
@@ -116,6 +124,25 @@ class BatchNoise(Messenger):
         msg["value"] = base.loc + base.scale * noise[self.offset : self.offset + shape[0]]
 
 
+@torch.no_grad()
+def prior_step(gram: GRAM, x: torch.Tensor, carry_in: Carry | None, n: int, n_sup: int) -> tuple[Carry, torch.Tensor]:
+    """A prior rollout p_θ(τ | x) of supervision step(s) ``n..n+n_sup-1`` from ``carry_in``: (carry, decoded answer).
+
+    Runs outside the ELBO's traces and the guide's BatchNoise; the prior's noise comes from the global torch RNG.
+    """
+    with poutine.block():
+        tr = poutine.trace(gram.model).get_trace(x, None, carry=carry_in, n_sup=n_sup, step_offset=n)
+    return tr.nodes["_RETURN"]["value"], tr.nodes[f"y_hat_{n + n_sup - 1}"]["value"]
+
+
+def _rows(carry: Carry | None, rows: slice) -> Carry | None:
+    return None if carry is None else Carry(carry.h[rows], None if carry.l is None else carry.l[rows])
+
+
+def _cat(a: Carry, b: Carry) -> Carry:
+    return Carry(torch.cat([a.h, b.h]), None if a.l is None else torch.cat([a.l, b.l]))
+
+
 class StepLoss(nn.Module):
     """The loss of one supervision-step update, per instance; ``forward`` is what DDP wraps."""
 
@@ -124,18 +151,38 @@ class StepLoss(nn.Module):
         self.gram = gram
         self.elbo = TruncatedBalancedELBO(alpha=alpha, max_plate_nesting=1)
 
-    def forward(self, x, y, carry: Carry | None, n: int, reward_fn: Callable = exact_match):
-        """Returns (loss, stats dict of floats, next carry, decoded answer of the step)."""
+    def forward(self, x, y, carry_in: Carry | None, n: int, reward_fn: Callable = exact_match):
+        """Returns (loss, stats dict of floats, next carry, decoded answer of the step).
+
+        With ``cfg.prior_carry`` > 0, that fraction of the rows carries a prior rollout of the step into the next
+        step instead of the guide's trajectory: the paper trains every step on guide trajectories (gram-paper.md
+        §2.3), which hold the answer after the first step, so later steps never see a wrong state to repair
+        (issue 16, docs/results.md); on these rows the guide (which sees y) must steer a prior-drawn state to y,
+        and the balanced KL teaches the prior that repair.  ``cfg.lprm_on_prior`` fits the LPRM value head on
+        those rows' prior states (the states it scores at test time, §3.2) instead of the guide's.
+        """
         gram = self.gram
         n_sup = 1 if gram.cfg.deep_supervision else gram.cfg.N_sup
         with gram.shared_recursion():
-            terms = self.elbo.step_terms(gram.model, gram.guide, x, y, carry=carry, n_sup=n_sup, step_offset=n)
-        carry = terms.model_trace.nodes["_RETURN"]["value"]
+            terms = self.elbo.step_terms(gram.model, gram.guide, x, y, carry=carry_in, n_sup=n_sup, step_offset=n)
+        guide_carry = terms.model_trace.nodes["_RETURN"]["value"]
         y_hat = terms.model_trace.nodes[f"y_hat_{n + n_sup - 1}"]["value"]
-        reward = reward_fn(x, y_hat, y).to(carry.h.dtype)
-        aux = F.binary_cross_entropy_with_logits(gram.halt_logit(carry.h), reward)
-        aux = aux + F.mse_loss(gram.value(carry.h), reward)
-        B = x.shape[0]
+        reward = reward_fn(x, y_hat, y).to(guide_carry.h.dtype)
+        halt_loss = getattr(gram, "halt_loss", None)  # a baseline's own ACT loss (gram_pyro/baselines)
+        aux = (halt_loss(terms.model_trace, x, carry_in, reward, n + n_sup - 1) if halt_loss is not None
+               else F.binary_cross_entropy_with_logits(gram.halt_logit(guide_carry.h), reward))
+        B, c = x.shape[0], gram.cfg
+        k = round(c.prior_carry * B) if c.stochastic else 0
+        carry = guide_carry
+        if k:  # the last k rows (batches come in random order) continue from a prior rollout of the step
+            rows = slice(B - k, B)
+            prior_carry, prior_y_hat = prior_step(gram, x[rows], _rows(carry_in, rows), n, n_sup)
+            carry = _cat(_rows(guide_carry, slice(0, B - k)), prior_carry)
+        if k and c.lprm_on_prior:  # the value head judges prior states, as at test time
+            prior_reward = reward_fn(x[rows], prior_y_hat, y[rows]).to(guide_carry.h.dtype)
+            aux = aux + F.mse_loss(gram.value(prior_carry.h), prior_reward)
+        else:
+            aux = aux + F.mse_loss(gram.value(guide_carry.h), reward)
         loss = terms.loss / B + aux
         stats = {
             "loss": (terms.nll + terms.kl) / B,

@@ -39,6 +39,20 @@ class _SkipBatch(Exception):
     """Internal: a non-finite update was skipped; abandon the rest of this batch."""
 
 
+@contextlib.contextmanager
+def _rng_kept():
+    """Restore the torch, numpy and ``random`` RNG states after the block (``pyro.set_rng_seed`` sets all three)."""
+    import random
+
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+
+
 def derive_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers (seed, stream, counter)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -119,6 +133,9 @@ class Trainer:
             self._non_finite(n)
         stats["lr"] = self.sched.get_last_lr()[0]
         self.opt.step()
+        if self.gram.puzzle_embedding is not None:  # sparse sign-SGD on this batch's rows, same warm-up
+            scale = stats["lr"] / self.oc.lr
+            self.gram.puzzle_embedding.step(self.oc.puzzle_lr * scale, self.oc.puzzle_weight_decay)
         self.sched.step()
         if self.ema is not None:
             self.ema.update(self.gram)
@@ -134,6 +151,8 @@ class Trainer:
         """Stop with a clear error (policy ``stop``), or skip the update and the rest of its batch (``skip``)."""
         where = f"update {self.step} (batch {self.batch}, supervision step {n})"
         self.opt.zero_grad(set_to_none=True)
+        if self.gram.puzzle_embedding is not None:
+            self.gram.puzzle_embedding.discard()
         if self.nan_policy == "stop":
             raise NonFiniteError(f"non-finite loss or gradient at {where}; the last checkpoint is intact")
         self.skipped += 1
@@ -185,10 +204,12 @@ class Trainer:
             if max_cpu_seconds is not None and spent > max_cpu_seconds:
                 num_batches = self.batch
             last = self.batch == num_batches
-            if self.evaluate is not None and (last or (self.eval_every and self.batch % self.eval_every == 0)):
-                self.eval_record()
+            # the checkpoint first: an evaluation that fails (memory, a bad evaluator) cannot lose trained batches;
+            # the evaluation restores the RNG state it seeds, so a run resumed from this checkpoint continues exactly
             if self.checkpoint_path and (last or (self.checkpoint_every and self.batch % self.checkpoint_every == 0)):
                 self.save()
+            if self.evaluate is not None and (last or (self.eval_every and self.batch % self.eval_every == 0)):
+                self.eval_record()
         bar.close()
         self.gram.eval()
 
@@ -211,7 +232,14 @@ class Trainer:
         if self.rank:
             return {}
         rec = {"kind": "eval", "step": self.step, "batch": self.batch - 1}
-        pyro.set_rng_seed(derive_seed(self.seed, 4, self.step) % 2**32)
+        with _rng_kept():  # the evaluation's own seed; training continues from the RNG state saved just before
+            pyro.set_rng_seed(derive_seed(self.seed, 4, self.step) % 2**32)
+            self._evaluate_into(rec)
+        self._log(rec)
+        return rec
+
+    def _evaluate_into(self, rec: dict) -> None:
+        """Fill ``rec`` with the full ELBO of the first training rows and the prior-rollout metrics (EMA weights)."""
         self.gram.eval()
         with self.ema_weights(), torch.no_grad():
             rows = slice(0, min(64, len(self.x)))
@@ -220,8 +248,6 @@ class Trainer:
                        kl_per_transition=full["kl_per_transition"])
             rec.update(self.evaluate(self.gram))
         self.gram.train()
-        self._log(rec)
-        return rec
 
     def _log(self, rec: dict) -> None:
         if self.log_path is not None and self.rank == 0:
@@ -244,6 +270,12 @@ class Trainer:
 
     def resume(self, path: str | Path | None = None) -> None:
         """Load a checkpoint and drop log lines written after it (they are replayed exactly)."""
+        self.load_state(path)
+        self.trim_log()
+
+    def load_state(self, path: str | Path | None = None) -> None:
+        """Load and check a checkpoint's training state; writes no file (``gram train --resume`` checks
+        everything before it touches the run folder)."""
         path = path or self.checkpoint_path
         state = checkpoint.load(path, identity=self.identity, map_location=self.device)
         try:
@@ -261,6 +293,9 @@ class Trainer:
                                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
         if state["rng"].get("cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def trim_log(self) -> None:
+        """Drop the log lines of batches after the loaded checkpoint (they are replayed exactly) and torn lines."""
         if self.log_path is not None and self.log_path.exists() and self.rank == 0:
             kept = [r for r in checkpoint.read_jsonl(self.log_path) if r.get("batch", -1) < self.batch]
             checkpoint.atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in kept))

@@ -2,7 +2,9 @@
 
 A task turns user objects (boards, graphs, grids) into fixed-length integer token sequences and back,
 verifies answers, knows the exact set of valid answers where it can be enumerated, and builds
-deterministic data splits.  ``tasks/`` needs neither the model nor the analysis: numpy, networkx and
+deterministic data splits.  :class:`Task` is the one implementation of validity, distinct (canonical)
+answers and coverage used by the evaluator, the CLI and the analysis, and each task supplies the answer
+statistics and drawings the report shows (docs/adding_a_task.md), so a new task touches ``tasks/`` only.  ``tasks/`` needs neither the model nor the analysis: numpy, networkx and
 python-sat only.
 
 Token conventions (gram-paper.md §5.1): token 0 is padding everywhere; a task's input sequence has
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from tasks.drawing import token_grid
 
 
 class TaskInputError(ValueError):
@@ -62,6 +66,11 @@ class Task(abc.ABC):
     def encode_output(self, obj: Any) -> np.ndarray:
         """User answer object -> int64 [out_len].  Raises TaskInputError."""
 
+    def read_input_file(self, content: str, source: str) -> Any:
+        """The user object in the text of file ``source`` (``gram solve RUN FILE``).  Default: the text itself,
+        which ``encode_input`` then reads; graph colouring parses DIMACS here."""
+        return content
+
     @abc.abstractmethod
     def decode_output(self, tokens: np.ndarray) -> Any:
         """int64 [out_len] -> user answer object (the inverse of ``encode_output`` on valid answers)."""
@@ -92,6 +101,50 @@ class Task(abc.ABC):
     def stats(self, seed: int = 0) -> dict[str, Any]:
         """Counts for ``gram data TASK --stats`` (JSON-serialisable)."""
 
+    # --- answers: validity, distinct answers, coverage (the one implementation; gram-paper.md §5.6) ---
+    def validity(self, x: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        """``verify`` of every sample: x [G, seq_len], samples [G, N, out_len] -> bool [G, N].
+
+        A task may override it with a vectorised check that gives the same answers (Sudoku does)."""
+        samples = np.asarray(samples)
+        return np.array([[self.verify(xi, s) for s in si] for xi, si in zip(x, samples)], dtype=bool).reshape(
+            samples.shape[:2])
+
+    def answer_key(self, y: np.ndarray) -> bytes:
+        """The canonical form of answer ``y`` as bytes: equal keys are one answer up to the task's symmetries."""
+        return np.asarray(self.canonical(y), dtype=np.int64).tobytes()
+
+    def distinct_valid(self, samples: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Distinct valid answers (canonical forms) per input: samples [G, N, L], valid [G, N] -> int [G]."""
+        return np.array([len({self.answer_key(s) for s, ok in zip(si, vi) if ok}) for si, vi in zip(samples, valid)],
+                        dtype=np.int64)
+
+    def coverage_at(self, samples: np.ndarray, valid: np.ndarray, solutions: list | None, widths) -> np.ndarray:
+        """Exact coverage@N (gram-paper.md §3.1): distinct valid canonical answers among the first N samples over
+        the size of the input's solution set; [G, len(widths)], NaN where the set is unknown or empty."""
+        out = np.full((len(samples), len(widths)), np.nan)
+        for g, (si, vi) in enumerate(zip(samples, valid)):
+            sols = None if solutions is None else solutions[g]
+            if sols is None or not len(sols):
+                continue
+            keys = [self.answer_key(s) if ok else None for s, ok in zip(si, vi)]
+            for j, n in enumerate(widths):
+                out[g, j] = len({k for k in keys[:n] if k is not None}) / len(sols)
+        return out
+
+    def answer_counts(self, x: np.ndarray, samples: np.ndarray) -> tuple[list[tuple[np.ndarray, int]], int]:
+        """For one input ``x`` and its samples [N, L]: the distinct valid answers (canonical forms) with how many
+        samples found each, most found first (ties in order of first appearance), and the number of invalid ones."""
+        samples = np.asarray(samples)
+        valid = self.validity(np.asarray(x)[None], samples[None])[0]
+        found: dict[bytes, list] = {}
+        for s, ok in zip(samples, valid):
+            if ok:
+                entry = found.setdefault(self.answer_key(s), [np.asarray(self.canonical(s)), 0])
+                entry[1] += 1
+        ranked = sorted(found.values(), key=lambda e: -e[1])  # stable: ties stay in order of first appearance
+        return [(a, c) for a, c in ranked], int((~valid).sum())
+
     def metrics(self, x: np.ndarray, samples: np.ndarray) -> dict[str, float]:
         """Task metrics for unique inputs ``x`` [g, seq_len] and samples [g, N, out_len].
 
@@ -101,18 +154,46 @@ class Task(abc.ABC):
         inputs; below 1 when inputs have more than N answers) and ``distinct_valid`` (mean number of distinct
         valid answers per input).
         """
-        valid = np.array([[self.verify(xi, s) for s in si] for xi, si in zip(x, samples)], dtype=bool)
+        samples = np.asarray(samples)
+        valid = self.validity(x, samples)
         out: dict[str, float] = {"accuracy": float(valid.mean()) if valid.size else 0.0}
-        distinct, cover, ceiling = [], [], []
-        for xi, si, vi in zip(x, samples, valid):
-            found = {tuple(self.canonical(s).tolist()) for s, ok in zip(si, vi) if ok}
-            distinct.append(len(found))
-            sols = self.solutions(xi)
-            if sols is not None and len(sols):
-                cover.append(len(found) / len(sols))
-                ceiling.append(min(len(si), len(sols)) / len(sols))
-        out["distinct_valid"] = float(np.mean(distinct)) if distinct else 0.0
-        if cover:
-            out["coverage"] = float(np.mean(cover))
-            out["coverage_max"] = float(np.mean(ceiling))
+        distinct = self.distinct_valid(samples, valid)
+        out["distinct_valid"] = float(distinct.mean()) if distinct.size else 0.0
+        sols = [self.solutions(xi) for xi in x]
+        cover = self.coverage_at(samples, valid, sols, [samples.shape[1]])[:, 0]
+        known = np.isfinite(cover)
+        if known.any():
+            sizes = np.array([len(s) for s, k in zip(sols, known) if k])
+            out["coverage"] = float(np.mean(cover[known]))
+            out["coverage_max"] = float(np.mean(np.minimum(samples.shape[1], sizes) / sizes))
         return out
+
+    # --- analysis hooks: predictive-check statistics and drawing (docs/adding_a_task.md) ------------
+    def answer_statistics(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Statistics T(y) of answers y [G, ..., out_len] for inputs x [G, seq_len], each [G, ...], for the
+        posterior predictive checks (gram-paper.md §5.6): ``count of token v`` for every token v >= 1.
+        Tasks add their own (conflict edges, queens placed, ...) by extending this dict."""
+        counts = token_counts(y, self.vocab_size)
+        return {f"count of token {v}": counts[..., v] for v in range(1, self.vocab_size)}
+
+    draw_height: float = 2.2
+    """Height in inches of one drawn answer in the report's solution gallery."""
+    draws_input: bool = False
+    """Whether the gallery shows the input in a panel of its own (:meth:`draw_input`); board tasks show the
+    givens inside every drawn answer instead."""
+    drawing_key: str = "colour = token value, numbers shown on small grids"
+    """One sentence for the gallery caption: how to read :meth:`draw`'s pictures."""
+
+    def draw(self, ax, answer: np.ndarray, x: np.ndarray | None = None) -> None:
+        """Draw answer tokens [out_len] on matplotlib axes ``ax`` (given input ``x`` where known).  Call only
+        methods of ``ax``: ``tasks/`` never imports matplotlib.  Default: a heat map of the tokens."""
+        token_grid(ax, answer)
+
+    def draw_input(self, ax, x: np.ndarray) -> None:
+        """Draw input tokens [seq_len] (used when ``draws_input``).  Default: a heat map of the tokens."""
+        token_grid(ax, x)
+
+
+def token_counts(y: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Count of every token per answer: [..., L] -> [..., V]."""
+    return (np.asarray(y)[..., None] == np.arange(vocab_size)).sum(axis=-2)

@@ -2,17 +2,21 @@
 
 Format: ``c`` comment lines, one ``p edge V E`` line (``p col V E`` is accepted too), then ``e u v`` lines
 with 1-based vertices.  Blank lines are ignored.  The number of ``e`` lines must equal ``E``; an edge
-listed twice (``e 1 2`` and ``e 2 1``) counts twice there but gives one edge.  Every problem raises
+listed twice (``e 1 2`` and ``e 2 1``) counts twice there but gives one edge.  The grammar is strict: lines
+end in ``\n`` (or ``\r\n``), fields are separated by ASCII spaces or tabs, and numbers are ASCII digits
+(no ``+``, ``_``, full-width or other Unicode digits).  Every problem raises
 :class:`tasks.base.TaskInputError` with a one-line message that names the line number.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import networkx as nx
 
 from tasks.base import TaskInputError
+from tasks.files import GRAPH_LIMIT, read_limited
 
 FORMATS = ("edge", "col")
 
@@ -21,11 +25,14 @@ def _show(line: str, limit: int = 40) -> str:
     return repr(line if len(line) <= limit else line[:limit] + "...")
 
 
+_DIGITS = re.compile(r"-?[0-9]{1,9}")  # a negative count or vertex is refused by range, below
+_SEPARATORS = re.compile(r"[ \t]+")
+
+
 def _int(field: str, where: str, what: str) -> int:
-    try:
-        return int(field)
-    except ValueError:
-        raise TaskInputError(f"{where}: {what} {_show(field)} is not an integer") from None
+    if not _DIGITS.fullmatch(field):
+        raise TaskInputError(f"{where}: {what} {_show(field)} is not an integer (ASCII digits 0-9 only)")
+    return int(field)
 
 
 def parse_dimacs(text: str, source: str = "<dimacs>", max_vertices: int | None = None) -> nx.Graph:
@@ -35,10 +42,10 @@ def parse_dimacs(text: str, source: str = "<dimacs>", max_vertices: int | None =
     """
     graph: nx.Graph | None = None
     declared = p_line = edges_seen = 0
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        line = raw.removesuffix("\r").strip(" \t")
         where = f"{source} line {lineno}"
-        fields = line.split()
+        fields = _SEPARATORS.split(line) if line else []
         if not fields or fields[0] == "c":
             continue
         kind = fields[0]
@@ -80,11 +87,14 @@ def parse_dimacs(text: str, source: str = "<dimacs>", max_vertices: int | None =
     return graph
 
 
-def read_dimacs(path: str | os.PathLike, max_vertices: int | None = None) -> nx.Graph:
-    """Read a DIMACS ``.col`` file (see :func:`parse_dimacs`)."""
+def read_dimacs(path: str | os.PathLike, max_vertices: int | None = None, limit: int = GRAPH_LIMIT) -> nx.Graph:
+    """Read a DIMACS ``.col`` file of at most ``limit`` bytes (see :func:`parse_dimacs`).
+
+    A string that holds a line break is DIMACS text, not a file name, and is parsed as it is."""
+    if isinstance(path, str) and "\n" in path:
+        return parse_dimacs(path, max_vertices=max_vertices)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_limited(path, "DIMACS", limit).decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise TaskInputError(f"cannot read DIMACS file {os.fspath(path)!r}: {type(err).__name__}") from None
     return parse_dimacs(text, source=os.fspath(path), max_vertices=max_vertices)

@@ -20,6 +20,7 @@ for 4x4 Sudoku, ``coverage`` (distinct valid grids / 288).
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,7 @@ import numpy as np
 
 from tasks import register
 from tasks.base import Split, Task, TaskInputError
+from tasks.files import IDX_LIMIT, read_limited
 from tasks.sudoku import SudokuTask, to_grid, valid_grids
 from tasks.sudoku_solver import cell_name, enumerate_grids, random_grid
 
@@ -158,14 +160,17 @@ def binarize(images: np.ndarray, max_value: float = 255.0) -> np.ndarray:
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (MNIST format; gzip-compressed accepted) into a native-endian array."""
     try:
-        raw = Path(path).read_bytes()
+        raw = read_limited(path, "IDX", IDX_LIMIT)
     except OSError as err:
         raise TaskInputError(f"cannot read IDX file {str(path)!r}: {err.strerror or err}") from None
     if raw[:2] == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+                raw = gz.read(IDX_LIMIT + 1)
         except (OSError, EOFError) as err:
             raise TaskInputError(f"{path}: corrupt gzip data ({err})") from None
+    if len(raw) > IDX_LIMIT:
+        raise TaskInputError(f"{path}: decompresses to more than the {IDX_LIMIT >> 20} MiB limit for IDX files")
     if len(raw) < 4:
         raise TaskInputError(f"{path}: {len(raw)} bytes is too short for an IDX header")
     if raw[0] or raw[1] or raw[2] not in _IDX_TYPES or raw[3] == 0:
@@ -257,6 +262,14 @@ class BinaryImageTask(Task):
         out = _pooled(ok, s)
         out["white_fraction"] = float((s[ok] == WHITE).mean()) if ok.any() else 0.0
         return out
+
+    drawing_key = "black and white pixels as sampled; grey for any other token"
+
+    def draw(self, ax, answer: np.ndarray, x: np.ndarray | None = None) -> None:
+        """The image: black and white pixels, grey for a token that is neither (tasks.base.Task.draw)."""
+        t = np.asarray(answer).reshape(self.side, self.side)
+        ax.imshow(np.where(t == WHITE, 1.0, np.where(t == BLACK, 0.0, 0.5)), cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
 
 
 def _digits(seed: int) -> tuple:

@@ -13,7 +13,10 @@ Graphs are deduplicated by exact adjacency only: the test set may hold graphs is
 graphs (``stats`` counts them).  n = 6 (1,500 / 100 graphs) is a small size not in the paper.
 
 Tokens (gram-paper.md §5.1): input = strict upper triangle of the adjacency matrix, row-major
-(``n(n-1)/2`` tokens, 1 no edge, 2 edge); answer = one token per vertex, colours 3/4/5; vocab 6.
+(``n(n-1)/2`` tokens, 1 no edge, 2 edge); answer = one token per vertex, colours 3/4/5; vocab 6.  The paper's
+encoding decodes vertex v's colour at the position of an unrelated edge token; ``vertex-coloring-n`` (not in
+the paper; issue 16) prepends one vertex token (6) per vertex, so each colour is decoded at its own vertex's
+position and every edge token sits between two dedicated vertex positions: input ``n + n(n-1)/2`` tokens.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ import numpy as np
 
 from tasks import register
 from tasks.base import Split, Task, TaskInputError
-from tasks.dimacs import read_dimacs
+from tasks.dimacs import parse_dimacs, read_dimacs
 
 COLOURS = 3
-NO_EDGE, EDGE, FIRST_COLOUR = 1, 2, 3
+NO_EDGE, EDGE, FIRST_COLOUR, VERTEX = 1, 2, 3, 6
 DEFAULT_P = 0.4
 SIZES: dict[int, tuple[int, int]] = {6: (1500, 100), 8: (7002, 255), 10: (13465, 192)}
 
@@ -89,27 +92,33 @@ class GraphColoringTask(Task):
 
     ``verify(x, y)``: every vertex has a colour token 3..5 and no edge joins two equal colours.
     ``solutions(x)``: all canonical colourings.  ``augment``: a random vertex relabelling per row.
+    ``vertex_tokens``: prepend ``n`` vertex tokens (the ``vertex-coloring-n`` encoding, module docstring);
+    the graphs, splits and solutions are the same as ``graph-coloring-n``'s.
     """
 
-    vocab_size = 6
-
-    def __init__(self, n: int, n_train: int, n_test: int, p: float = DEFAULT_P):
+    def __init__(self, n: int, n_train: int, n_test: int, p: float = DEFAULT_P, vertex_tokens: bool = False):
         self.n, self.n_train, self.n_test, self.p = n, n_train, n_test, p
-        self.name = f"graph-coloring-{n}"
-        self.seq_len, self.out_len = n * (n - 1) // 2, n
+        self.offset = n if vertex_tokens else 0  # leading vertex tokens before the upper triangle
+        self.name = f"vertex-coloring-{n}" if vertex_tokens else f"graph-coloring-{n}"
+        self.vocab_size = VERTEX + 1 if vertex_tokens else FIRST_COLOUR + COLOURS
+        self.seq_len, self.out_len = self.offset + n * (n - 1) // 2, n
         self._iu, self._ju = np.triu_indices(n, 1)
         self._pos = np.zeros((n, n), dtype=np.int64)
-        self._pos[self._iu, self._ju] = self._pos[self._ju, self._iu] = np.arange(self.seq_len)
+        self._pos[self._iu, self._ju] = self._pos[self._ju, self._iu] = np.arange(len(self._iu))
         self._cache: dict[int, tuple[np.ndarray, list[np.ndarray], dict[str, int]]] = {}
 
     # --- graphs <-> tokens --------------------------------------------------------------------
     def _tokens_of(self, adj: list[int]) -> np.ndarray:
         bits = np.array([adj[i] >> j & 1 for i, j in zip(self._iu.tolist(), self._ju.tolist())], dtype=np.int64)
-        return NO_EDGE + bits * (EDGE - NO_EDGE)
+        return np.concatenate([np.full(self.offset, VERTEX, dtype=np.int64), NO_EDGE + bits * (EDGE - NO_EDGE)])
+
+    def _edges(self, x: np.ndarray) -> np.ndarray:
+        """Edge mask [..., n(n-1)/2] over the upper triangle from input tokens [..., seq_len]."""
+        return np.asarray(x)[..., self.offset :] == EDGE
 
     def _adjacency(self, x: np.ndarray) -> list[int]:
         adj = [0] * self.n
-        for k in np.nonzero(x == EDGE)[0].tolist():
+        for k in np.nonzero(self._edges(x))[0].tolist():
             i, j = int(self._iu[k]), int(self._ju[k])
             adj[i] |= 1 << j
             adj[j] |= 1 << i
@@ -124,7 +133,8 @@ class GraphColoringTask(Task):
             arr = np.asarray(x)
         except Exception:
             return None
-        ok = arr.shape == (self.seq_len,) and arr.dtype.kind in "iuf" and np.isin(arr, (NO_EDGE, EDGE)).all()
+        ok = (arr.shape == (self.seq_len,) and arr.dtype.kind in "iuf" and (arr[: self.offset] == VERTEX).all()
+              and np.isin(arr[self.offset :], (NO_EDGE, EDGE)).all())
         return arr.astype(np.int64) if ok else None
 
     # --- data ---------------------------------------------------------------------------------
@@ -183,7 +193,7 @@ class GraphColoringTask(Task):
     def _nx_graph(self, x: np.ndarray) -> nx.Graph:
         g = nx.Graph()
         g.add_nodes_from(range(self.n))
-        edges = x == EDGE
+        edges = self._edges(x)
         g.add_edges_from(zip(self._iu[edges].tolist(), self._ju[edges].tolist()))
         return g
 
@@ -233,7 +243,8 @@ class GraphColoringTask(Task):
         in the adjacency tokens and the colouring alike, then canonicalise the colouring."""
         x2, y2 = np.atleast_2d(x), np.atleast_2d(y)
         pi = rng.permuted(np.tile(np.arange(self.n), (x2.shape[0], 1)), axis=1)
-        xa = np.take_along_axis(x2, self._pos[pi[:, self._iu], pi[:, self._ju]], axis=1)
+        moved = self.offset + self._pos[pi[:, self._iu], pi[:, self._ju]]
+        xa = np.take_along_axis(x2, np.concatenate([np.tile(np.arange(self.offset), (len(x2), 1)), moved], 1), axis=1)
         ya = canonicalise(np.take_along_axis(y2, pi, axis=1))
         return xa.reshape(np.shape(x)), ya.reshape(np.shape(y))
 
@@ -270,6 +281,10 @@ class GraphColoringTask(Task):
             raise TaskInputError(f"graph with {len(nodes)} vertices and {obj.number_of_edges()} edges "
                                  "is not 3-colourable")
         return self._tokens_of(adj)
+
+    def read_input_file(self, content: str, source: str) -> nx.Graph:
+        """A ``gram solve`` input file is DIMACS ``.col`` text (whatever its suffix), named ``source`` in messages."""
+        return parse_dimacs(content, source=source, max_vertices=self.n)
 
     def encode_output(self, obj: Any) -> np.ndarray:
         """Colouring (sequence of ``n`` colours 0/1/2, or dict vertex -> colour) -> tokens [n].
@@ -310,7 +325,7 @@ class GraphColoringTask(Task):
             return False
         if not np.isin(yt, np.arange(FIRST_COLOUR, FIRST_COLOUR + COLOURS)).all():
             return False
-        edges = xt == EDGE
+        edges = self._edges(xt)
         return bool((yt[self._iu[edges]] != yt[self._ju[edges]]).all())
 
     def solutions(self, x: np.ndarray) -> np.ndarray:
@@ -331,7 +346,7 @@ class GraphColoringTask(Task):
         y = np.asarray(y)
         yu, yv = y[..., self._iu], y[..., self._ju]
         bad = (yu == yv) | ~_is_colour(yu) | ~_is_colour(yv)
-        edges = (np.asarray(x) == EDGE).reshape(len(x), *([1] * (y.ndim - 2)), -1)
+        edges = self._edges(x).reshape(len(x), *([1] * (y.ndim - 2)), -1)
         return (bad & edges).sum(axis=-1)
 
     def metrics(self, x: np.ndarray, samples: np.ndarray) -> dict[str, float]:
@@ -350,6 +365,28 @@ class GraphColoringTask(Task):
         out["conflict_edges_per_graph"] = float(conflicts.mean(axis=1).mean())
         return out
 
+    # --- analysis hooks (tasks.base.Task) -------------------------------------------------------
+    drawing_key = "vertex colours as sampled; red edges join equal or missing colours"
+
+    def answer_statistics(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Token counts plus ``conflict edges`` (the Table 1 metric, gram-paper.md §5.5)."""
+        out = super().answer_statistics(x, y)
+        out["conflict edges"] = self.conflict_edges(x, y)
+        return out
+
+    def draw(self, ax, answer: np.ndarray, x: np.ndarray | None = None) -> None:
+        """The graph of ``x`` on a circle, vertices in their colours, conflict edges thick and red."""
+        y = np.asarray(answer).reshape(-1)
+        g = self._nx_graph(x) if x is not None else nx.empty_graph(self.n)
+        palette = {FIRST_COLOUR: "tab:red", FIRST_COLOUR + 1: "tab:green", FIRST_COLOUR + 2: "tab:blue"}
+        edge_colours = ["red" if y[a] == y[b] or not {int(y[a]), int(y[b])} <= palette.keys() else "black"
+                        for a, b in g.edges]
+        nx.draw_networkx(g, nx.circular_layout(g), ax=ax, node_color=[palette.get(int(t), "lightgrey") for t in y],
+                         edge_color=edge_colours, node_size=160, font_size=7,
+                         width=[2.5 if c == "red" else 1.0 for c in edge_colours])
+
 
 for _n, (_train, _test) in SIZES.items():
     register(f"graph-coloring-{_n}", lambda _n=_n, _train=_train, _test=_test: GraphColoringTask(_n, _train, _test))
+    register(f"vertex-coloring-{_n}",
+             lambda _n=_n, _train=_train, _test=_test: GraphColoringTask(_n, _train, _test, vertex_tokens=True))

@@ -267,6 +267,26 @@ class NQueensTask(Task):
         keep = (self._solutions[:, r] == c).all(axis=1)
         return self._solution_tokens[keep].copy()
 
+    # --- analysis hooks (tasks.base.Task) -------------------------------------------------------
+    drawing_key = "black queen = given in the input, blue = placed by the model"
+
+    def answer_statistics(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Token counts plus ``queens placed`` (N for every valid answer)."""
+        out = super().answer_statistics(x, y)
+        out["queens placed"] = (np.asarray(y) == QUEEN).sum(axis=-1)
+        return out
+
+    def draw(self, ax, answer: np.ndarray, x: np.ndarray | None = None) -> None:
+        """A chequered board with ♛ on the queens of ``answer`` (black where ``x`` gives them)."""
+        n = self.n
+        board = (np.add.outer(np.arange(n), np.arange(n)) % 2).astype(float)
+        ax.imshow(board, cmap="Greys", vmin=-1, vmax=4, extent=(-0.5, n - 0.5, n - 0.5, -0.5))
+        for idx in np.flatnonzero(np.asarray(answer).reshape(-1) == QUEEN):
+            r, c = divmod(int(idx), n)
+            given = x is not None and len(x) == self.out_len and x[idx] == QUEEN
+            ax.text(c, r, "♛", ha="center", va="center", fontsize=max(6, 90 // n),
+                    color="black" if given else "tab:blue")
+
 
 for _n in REMOVED:
     register(f"nqueens-{_n}", lambda _n=_n: NQueensTask(_n))

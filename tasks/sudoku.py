@@ -25,6 +25,7 @@ import numpy as np
 
 from tasks import register
 from tasks.base import Split, Task, TaskInputError
+from tasks.drawing import symbol_grid
 from tasks.sudoku_io import check_givens, format_grid, parse_grid, read_puzzles
 from tasks.sudoku_solver import cell_name, find_conflict, generate_puzzle, geometry, rating, solve
 
@@ -289,31 +290,45 @@ class SudokuTask(Task):
         valid = valid_grids(s.reshape(-1, self.out_len), self.n).reshape(s.shape[:2])
         kept = givens_kept(x[:, None, :], s)
         ok = valid & kept
-        votes, cells, cover, distinct = [], [], [], []
-        for xi, si, oki in zip(x, s, ok):
+        votes, cells = [], []
+        sols = [self.solutions(xi) for xi in x]
+        for si, oki, sol in zip(s, ok, sols):
             if len(si):
                 _, first, counts = np.unique(si, axis=0, return_index=True, return_counts=True)
                 votes.append(bool(oki[first[counts == counts.max()].min()]))  # ties: earliest sample
-            found = {r.tobytes() for r, good in zip(si, oki) if good}
-            distinct.append(len(found))
-            sols = self.solutions(xi)
-            if sols is not None and len(sols):
-                cover.append(len(found) / len(sols))
-                if len(sols) == 1:
-                    cells.append(float((si == sols[0]).mean()) if len(si) else 0.0)
+            if sol is not None and len(sol) == 1:
+                cells.append(float((si == sol[0]).mean()) if len(si) else 0.0)
+        distinct = self.distinct_valid(s, ok)
+        cover = self.coverage_at(s, ok, sols, [s.shape[1]])[:, 0]
+        cover = cover[np.isfinite(cover)]
         out = {
             "accuracy": float(ok.mean()) if ok.size else 0.0,
             "validity": float(valid.mean()) if valid.size else 0.0,
             "givens_kept": float(kept.mean()) if kept.size else 0.0,
             "solved": float(ok.any(axis=1).mean()) if ok.size else 0.0,
             "vote_accuracy": float(np.mean(votes)) if votes else 0.0,
-            "distinct_valid": float(np.mean(distinct)) if distinct else 0.0,
+            "distinct_valid": float(np.mean(distinct)) if distinct.size else 0.0,
         }
         if cells:
             out["cell_accuracy"] = float(np.mean(cells))
-        if cover:
+        if cover.size:
             out["coverage"] = float(np.mean(cover))
         return out
+
+    # --- analysis hooks (tasks.base.Task) -------------------------------------------------------
+    drawing_key = "black = given in the input, blue = filled in, red = a given the sample changed"
+
+    def validity(self, x: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        """``verify`` of every sample, vectorised: x [G, seq_len], samples [G, N, out_len] -> bool [G, N]."""
+        x = np.asarray(x, dtype=np.int64).reshape(-1, self.seq_len)
+        s = np.asarray(samples, dtype=np.int64).reshape(len(x), -1, self.out_len)
+        return valid_grids(s.reshape(-1, self.out_len), self.n).reshape(s.shape[:2]) & givens_kept(x[:, None, :], s)
+
+    def draw(self, ax, answer: np.ndarray, x: np.ndarray | None = None) -> None:
+        """The grid with its box lines; givens bold (black kept, red changed), filled-in digits blue."""
+        b = isqrt(self.n)
+        symbol_grid(ax, x, answer, self.n, self.n, lambda t: str(t - 1) if 2 <= t <= self.n + 1 else "?",
+                    lambda t: t >= 2, box=(b, b))
 
 
 @lru_cache(maxsize=65536)

@@ -15,15 +15,18 @@ Every error is a one-line :class:`TaskInputError` that names the file, the line 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tasks.base import TaskInputError
+from tasks.files import DATA_LIMIT, read_limited
 from tasks.sudoku_solver import cell_name, find_conflict
 
 CSV_FIELDS = ("source", "question", "answer", "rating")
+_RATING = re.compile(r"-?[0-9]{1,18}")
 
 
 def parse_grid(text: str, n: int, where: str = "board") -> np.ndarray:
@@ -68,9 +71,9 @@ class PuzzleFile:
     lines: np.ndarray  # int64 [m], 1-based line number of each puzzle
 
 
-def _read_text(path: str | Path) -> str:
+def _read_text(path: str | Path, limit: int = DATA_LIMIT) -> str:
     try:
-        return Path(path).read_bytes().decode("utf-8-sig")
+        return read_limited(path, "puzzle", limit).decode("utf-8-sig")
     except OSError as err:
         raise TaskInputError(f"cannot read puzzle file {str(path)!r}: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
@@ -147,10 +150,9 @@ def _read_csv(text: str, path: str, n: int, limit: int | None) -> PuzzleFile:
         answer = parse_grid(rec["answer"], n, f"{where}: field 'answer'")
         _check_answer(grid, answer, n, f"{where}: field 'answer'")
         if "rating" in rec:
-            try:
-                ratings.append(int(rec["rating"]))
-            except ValueError:
-                raise TaskInputError(f"{where}: field 'rating': not an integer: {rec['rating']!r}") from None
+            if not _RATING.fullmatch(rec["rating"]):  # ASCII digits only: no "+1", "1_0" or full-width digits
+                raise TaskInputError(f"{where}: field 'rating': not an integer: {rec['rating']!r}")
+            ratings.append(int(rec["rating"]))
         puzzles.append(grid)
         answers.append(answer)
         sources.append(rec.get("source", Path(path).name))

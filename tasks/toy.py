@@ -15,6 +15,7 @@ import numpy as np
 
 from tasks import register
 from tasks.base import Split, Task, TaskInputError
+from tasks.drawing import symbol_grid
 
 
 class PermutationTask(Task):
@@ -116,6 +117,15 @@ class PermutationTask(Task):
             **{f"{k}_inputs": len(s.inputs) for k, s in splits.items()},
             **{f"{k}_pairs": len(s) for k, s in splits.items()},
         }
+
+    # --- analysis hooks (tasks.base.Task) -------------------------------------------------------
+    draw_height = 0.9
+    drawing_key = "black = given in the input, blue = filled in, red = a given the sample changed"
+
+    def draw(self, ax, answer: np.ndarray, x: np.ndarray | None = None) -> None:
+        """The row of digits (``·`` for a token that is not one), givens bold."""
+        symbol_grid(ax, x, answer, 1, self.n, lambda t: str(t - 1) if t >= 2 else "·", lambda t: t >= 2,
+                    fontsize=14)
 
 
 register("toy-perm-4", lambda: PermutationTask(4))

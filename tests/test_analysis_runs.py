@@ -41,7 +41,8 @@ def _train(tmp, name, mode="gram", seed=0) -> RunData:
         return {"prior_acc": m["accuracy"], "prior_coverage": m["coverage"]}
 
     log = tmp / f"{name}.jsonl"
-    trainer = Trainer(gram, torch.as_tensor(train.x), torch.as_tensor(train.y), OptimConfig(batch_size=32),
+    oc = OptimConfig(batch_size=32, ema_decay=0.0)  # the raw weights (OptimConfig's default is the cpu preset's EMA)
+    trainer = Trainer(gram, torch.as_tensor(train.x), torch.as_tensor(train.y), oc,
                       seed=seed, evaluate=evaluate, eval_every=2, log_path=log)
     trainer.run(5)
     trainer.finalize()

@@ -210,8 +210,10 @@ class Row:
 T = TRAIN + ["--out", "{tmp}/new"]
 ROWS = [
     # --- train: task, preset and configuration
-    Row("C01", ["train", "--task", "nope", "--out", "{tmp}/new"], "unknown task 'nope'; known tasks: digits, "),
-    Row("C02", T + ["--preset", "nope"], "unknown preset 'nope'; known: cpu, cpu-tiny, paper, paper-sudoku"),
+    Row("C01", ["train", "--task", "nope", "--out", "{tmp}/new"],
+        "unknown task 'nope'; known tasks: arc, arc-1, arc-2, digits, "),
+    Row("C02", T + ["--preset", "nope"],
+        "unknown preset 'nope'; known: cpu, cpu-arc, cpu-tiny, paper, paper-arc, paper-sudoku"),
     Row("C03", T + ["--set", "model.bogus=1"], "unknown config key model.bogus", sub=True),
     Row("C04", T + ["--set", "model.D=big"], "config key model.D expects int, got 'big'"),
     Row("C05", T + ["--set", "train.augment=perhaps"], "config key train.augment expects bool, got 'perhaps'"),
@@ -252,7 +254,7 @@ ROWS = [
         "{run} was trained with a different task or model configuration", setup=copy_run),
     Row("C27", ["train", "--task", "toy-perm-4", "--preset", "cpu-tiny", "--quiet", *TINY_SETS, "--out", "{run}",
                  "--resume"], "no checkpoint at {run}/checkpoint.pt", setup=damage_checkpoint("missing")),
-    Row("C28", TRAIN + ["--out", "{file}"], "File exists: '{file}'", setup=existing_file),
+    Row("C28", TRAIN + ["--out", "{file}"], "--out {file} exists and is not a folder", setup=existing_file),
     # a failed --resume with other train settings: config.json is not rewritten (the snapshot check)
     Row("C77", TRAIN + ["--out", "{run}", "--resume"], "no checkpoint at {run}/checkpoint.pt",
         setup=damage_checkpoint("missing"), bug="O2"),

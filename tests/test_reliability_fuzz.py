@@ -1,5 +1,5 @@
 """Property-based fuzzing of every user-facing parser, encoder/decoder round trip and verifier
-(docs/reliability.md, rows F01-F17).
+(docs/reliability.md, rows F01-F21).
 
 Each property runs a few hundred examples in the default run (derandomized, so CI sees the same cases
 every time) and 10,000 (2,500 for F10-F12) in the ``slow`` variant (``pytest -m slow``).  The
@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from gram_pyro.runconfig import ConfigError, RunConfig, build_run_config, parse_
 from tasks import TaskInputError
 from tasks.dimacs import parse_dimacs, read_dimacs
 from tasks.generation import read_idx
-from tasks.sudoku_io import format_grid, read_puzzles, write_csv
+from tasks.sudoku_io import format_grid, parse_grid, read_puzzles, write_csv
 from tasks.sudoku_solver import generate_puzzle
 
 SIZES = [pytest.param(300, id="default"), pytest.param(10_000, id="slow", marks=pytest.mark.slow)]
@@ -583,3 +584,171 @@ def test_F17_toy_non_ascii_digit_is_a_task_input_error(text):
     with pytest.raises(TaskInputError, match=r"toy-perm-4: cell \d: bad character '.' \(use 1-4 or '\.'\)") as err:
         tasks.get_task("toy-perm-4").encode_input(text)
     one_line(err.value)
+
+
+# ------------------------------------------------------------------ F18-F21: readers against strict reference grammars
+# (issue 14): each reader accepts exactly what a small regular grammar accepts, so that no "+1", "0_6", full-width
+# or other Unicode digit, and no Unicode line break or separator slips through.
+GRAMMAR_SIZES = [pytest.param(150, id="default"), pytest.param(10_000, id="slow", marks=pytest.mark.slow)]
+_NUM = r"(-?[0-9]{1,9})"
+_SEP = r"[ \t]+"
+DIMACS_LINE = re.compile(rf"[ \t]*(?:c(?:[ \t].*)?|p{_SEP}(?:edge|col){_SEP}(?P<V>{_NUM}){_SEP}(?P<E>{_NUM})"
+                         rf"|e{_SEP}(?P<u>{_NUM}){_SEP}(?P<v>{_NUM}))?[ \t]*")
+
+
+def reference_dimacs(text: str, max_n: int):
+    """(n, edge set) of DIMACS ``text`` by the strict grammar and the documented rules, or None if refused."""
+    n = declared = None
+    edges, count = set(), 0
+    for raw in text.split("\n"):
+        m = DIMACS_LINE.fullmatch(raw[:-1] if raw.endswith("\r") else raw)
+        if m is None:
+            return None
+        if m["V"] is not None:
+            if n is not None or not 1 <= int(m["V"]) <= max_n or int(m["E"]) < 0:
+                return None
+            n, declared = int(m["V"]), int(m["E"])
+        elif m["u"] is not None:
+            u, v = int(m["u"]), int(m["v"])
+            if n is None or not (1 <= u <= n and 1 <= v <= n) or u == v:
+                return None
+            edges.add(frozenset((u - 1, v - 1)))
+            count += 1
+    return None if n is None or count != declared else (n, edges)
+
+
+HOSTILE_NUMBERS = st.sampled_from(["01", "-1", "+1", "0_1", "\uff13", "\u0663", "\u00b2", "1.0", "", "1234567890",
+                                   "-0", "3\u00a0"])
+HOSTILE_SEPS = st.sampled_from(["\v", "\x0c", "\u00a0", "\u2003", "\x1c", ""])
+
+
+@st.composite
+def hostile_dimacs(draw):
+    """DIMACS text of a small graph where each number, separator and line break is, now and then, a hostile one
+    (a sign, ``_``, a full-width or other Unicode digit, a Unicode space or line break)."""
+    def pick(good, bad):
+        return draw(bad) if draw(st.integers(0, 7)) == 0 else good
+
+    def sep():
+        return pick(draw(st.sampled_from([" ", "\t", "  "])), HOSTILE_SEPS)
+
+    n = draw(st.integers(1, 5))
+    edges = draw(st.lists(st.tuples(st.integers(1, n), st.integers(1, n)), max_size=4))
+    lines = [f"c{sep()}note"] if draw(st.booleans()) else []
+    lines.append(f"p{sep()}{draw(st.sampled_from(['edge', 'col']))}{sep()}{pick(str(n), HOSTILE_NUMBERS)}{sep()}"
+                 f"{pick(str(len(edges)), HOSTILE_NUMBERS)}")
+    lines += [f"e{sep()}{pick(str(u), HOSTILE_NUMBERS)}{sep()}{pick(str(v), HOSTILE_NUMBERS)}" for u, v in edges]
+    breaks = st.sampled_from(["\r", "\u2028", "\x85", "\v"])
+    return "".join(line + pick(draw(st.sampled_from(["\n", "\r\n"])), breaks) for line in lines)
+
+
+@pytest.mark.parametrize("n", GRAMMAR_SIZES)
+def test_F18_dimacs_accepts_exactly_the_strict_grammar(n):
+    def prop(text):
+        want = reference_dimacs(text, 9)
+        try:
+            g = parse_dimacs(text, max_vertices=9)
+        except TaskInputError as err:
+            one_line(err)
+            event("refused")
+            assert want is None, (text, str(err))
+            return
+        event("accepted")
+        assert want == (g.number_of_nodes(), {frozenset(e) for e in g.edges}), text
+
+    check(prop, n, hostile_dimacs())
+
+
+HOSTILE_CHARS = st.sampled_from(list("56789x \n\t") + ["\uff11", "\u0662", "\u00b2", "\u00a0", "\u2028", "\u00b9"])
+PUZZLE_CHARS = st.one_of(*[st.sampled_from(list(".01234"))] * 15, HOSTILE_CHARS)  # about 1 hostile in 16
+
+
+@pytest.mark.parametrize("n", GRAMMAR_SIZES)
+def test_F19_puzzle_strings_accept_exactly_the_strict_grammar(n):
+    """Sudoku-4 board strings: 16 of ``.0-4``; toy-perm-4 strings: 4 of ``.0-4`` (``.``/``0`` blank) with no
+    digit twice."""
+    sudoku = re.compile(r"[.0-4]{16}")
+    toy, toy_task = re.compile(r"[.0-4]{4}"), tasks.get_task("toy-perm-4")
+
+    def prop(chars):
+        text = "".join(chars)
+        try:
+            grid = parse_grid(text, 4)
+        except TaskInputError as err:
+            one_line(err)
+            assert not sudoku.fullmatch(text), text
+        else:
+            assert sudoku.fullmatch(text) and grid.tolist() == [0 if c in ".0" else int(c) for c in text]
+        short = text[:4]
+        try:
+            toy_task.encode_input(short)
+        except TaskInputError as err:
+            one_line(err)
+            digits = [c for c in short if c not in ".0"]
+            assert not toy.fullmatch(short) or len(set(digits)) < len(digits), short
+        else:
+            assert toy.fullmatch(short), short
+
+    check(prop, n, st.one_of(st.lists(PUZZLE_CHARS, min_size=16, max_size=16), st.lists(PUZZLE_CHARS, max_size=18)))
+
+
+INT_GRAMMAR = re.compile(r"-?[0-9]{1,30}")
+FLOAT_GRAMMAR = re.compile(r"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|inf|infinity|nan)", re.I)
+NUMBER_TEXT = st.one_of(
+    st.text(alphabet="0123456789-+._eE \uff11\u0663", max_size=8),
+    st.sampled_from(["64", " 64 ", "+64", "1_000", "６４", "0x40", "1e3", "nan", "inf", "-inf", ".5", "5.", "1e", ""]),
+)
+
+
+@pytest.mark.parametrize("n", GRAMMAR_SIZES)
+def test_F20_set_numbers_accept_exactly_the_strict_grammar(n):
+    """``--set model.D=V`` is read as an int, ``--set model.beta=V`` as a float, exactly when V (stripped) is in
+    the ASCII grammar; otherwise the one error says "expects int"/"expects float"."""
+    sizes = {"vocab_size": 6, "seq_len": 4, "out_len": 4}
+
+    def outcome(key, value):
+        try:
+            cfg = build_run_config("toy-perm-4", sizes, "cpu-tiny", [f"model.{key}={value}"])
+        except ConfigError as err:
+            one_line(err)
+            return str(err)
+        return cfg
+
+    def prop(value):
+        got = outcome("D", value)
+        if INT_GRAMMAR.fullmatch(value.strip()):
+            assert (got.model.D == int(value)) if not isinstance(got, str) else "expects int" not in got, (value, got)
+        else:
+            assert isinstance(got, str) and "expects int" in got, (value, got)
+        got = outcome("beta", value)
+        if FLOAT_GRAMMAR.fullmatch(value.strip()):
+            assert not isinstance(got, str) or "expects float" not in got, (value, got)
+        else:
+            assert isinstance(got, str) and "expects float" in got, (value, got)
+
+    check(prop, n, NUMBER_TEXT)
+
+
+@pytest.mark.parametrize("n", GRAMMAR_SIZES)
+def test_F21_integer_options_accept_exactly_the_strict_grammar(n):
+    """``--width 1,5,20`` and ``--num N`` (argparse types of gram_pyro.cli): ASCII integers only."""
+    import argparse
+
+    from gram_pyro.cli import _integer, _ints
+
+    def prop(value):
+        try:
+            got = _integer(value)
+        except argparse.ArgumentTypeError:
+            assert not re.fullmatch(r"\s*-?[0-9]{1,30}\s*", value), value
+        else:
+            assert got == int(value)
+        parts = [p for p in value.split(",") if p.strip()]
+        try:
+            widths = _ints(value)
+        except argparse.ArgumentTypeError:
+            assert not parts or not all(re.fullmatch(r"\s*-?[0-9]{1,30}\s*", p) for p in parts), value
+        else:
+            assert widths == [int(p) for p in parts]
+
+    check(prop, n, st.one_of(NUMBER_TEXT, st.text(alphabet="0123456789, -\uff11", max_size=10)))

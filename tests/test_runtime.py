@@ -160,10 +160,12 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
 
 
 def test_kill_9_during_training_then_resume_loses_nothing(tmp_path):
+    """Every run on 2 threads (the suite's default is 1): bit for bit at the same thread count (docs/reliability.md)."""
     common = [*TRAIN, "--set", "train.batches=10", "--set", "train.checkpoint_every=2"]
-    assert gram_cli("train", *common, "--out", str(tmp_path / "ref")).returncode == 0
+    two = {"OMP_NUM_THREADS": "2"}
+    assert gram_cli("train", *common, "--out", str(tmp_path / "ref"), env=two).returncode == 0
     proc = subprocess.Popen([sys.executable, "-m", "gram_pyro.cli", "train", *common, "--out", str(tmp_path / "run")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **two})
     history = tmp_path / "run" / "history.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (history.exists() and history.read_text().count("\"batch\": 5") > 0):
@@ -171,7 +173,7 @@ def test_kill_9_during_training_then_resume_loses_nothing(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert checkpoint.load(tmp_path / "run" / "checkpoint.pt")["batch"] < 10
-    res = gram_cli("train", *common, "--out", str(tmp_path / "run"), "--resume")
+    res = gram_cli("train", *common, "--out", str(tmp_path / "run"), "--resume", env=two)
     assert res.returncode == 0, res.stderr
     assert train_records(tmp_path / "run") == train_records(tmp_path / "ref")
 

