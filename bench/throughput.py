@@ -1,6 +1,7 @@
 """FLOP rates against the machine's peak, and the cost of an evaluation, each measured in one run (issue 18).
 
-    python bench/throughput.py [--preset cpu] [--task nqueens-10] [--inputs 100] [--width 20] [--depth 16] [--write]
+    python bench/throughput.py [--preset cpu] [--task nqueens-10] [--inputs 100] [--width 20] [--depth 16] [--no-fixed]
+        [--write]
 
 1. Peak: median GFLOP/s of a 1024³ float32 matmul in this process.
 2. Training: one batch of the run preset (every supervision-step update: forward, backward, AdamW) on random
@@ -130,11 +131,12 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=20)
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-fixed", action="store_true", help="skip the rollouts with the former fixed 4,096-row chunks")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     setup_runtime()
     peak = peak_gflops()
-    rows = [training(args, peak), rollouts(args, peak, None), rollouts(args, peak, 4096)]
+    rows = [training(args, peak), rollouts(args, peak, None)] + ([] if args.no_fixed else [rollouts(args, peak, 4096)])
     peak_after = peak_gflops()
     keys = ["what", "gflop", "seconds", "gflop_s", "peak_pct", "sys_user", "rss_mib"]
     table = markdown_table(rows, keys)
