@@ -251,6 +251,11 @@ def _beta_for(task: str | None, beta: Any) -> Any:
     raise ConfigError(f"{source} gives no beta for task {task!r}; set model.beta to a number")
 
 
+PUZZLE_PREFIX = 16
+"""Prefix tokens given to a task with puzzle identifiers (ARC) when its preset has none (gram-paper.md §1.4: the
+paper's 16 zero-initialised registers; the learned puzzle embedding is added to the first)."""
+
+
 def _build(data: dict[str, dict[str, Any]], task: str | None, sizes: dict[str, Any], seen: tuple[str, ...],
            model_keys: dict[str, Any] | None = None) -> tuple[GRAMConfig, OptimConfig, TrainConfig]:
     """Resolved preset sections (+ Python ``model_keys``, already typed) -> the three validated configs."""
@@ -274,6 +279,8 @@ def _build(data: dict[str, dict[str, Any]], task: str | None, sizes: dict[str, A
             if unknown:
                 raise ConfigError(f"unknown config key(s): {', '.join('model.' + k for k in unknown)}")
             typed.update(model_keys, **sizes)
+            if typed.get("num_puzzles") and not typed.get("n_prefix"):
+                typed["n_prefix"] = PUZZLE_PREFIX  # the puzzle embedding needs prefix tokens to live in
         try:
             out.append(cls(**typed))
         except (ValueError, TypeError) as err:

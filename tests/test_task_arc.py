@@ -240,3 +240,14 @@ def test_arc1_counts_and_round_trips_on_all_800_puzzles():
             for a in range(3):
                 aug = augment_grid(g, trans[p, a], perm[p, a])
                 assert np.array_equal(invert_grid(decode_grid(encode_grid(aug, 30), 30), trans[p, a], perm[p, a]), g)
+
+
+def test_cpu_preset_gives_a_puzzle_task_its_prefix_tokens():
+    """`gram train --task arc-1 --preset cpu` (issue 19): the cpu preset has no prefix tokens, the puzzle
+    embedding needs one, so a task with puzzle identifiers gets the paper's 16; other tasks keep none."""
+    from gram_pyro.runconfig import PUZZLE_PREFIX, build_run_config
+
+    sizes = {"vocab_size": 12, "seq_len": 101, "out_len": 100}
+    assert build_run_config("arc-1", {**sizes, "num_puzzles": 5}, "cpu").model.n_prefix == PUZZLE_PREFIX == 16
+    assert build_run_config("arc-1", {**sizes, "num_puzzles": 5}, "cpu", ["model.n_prefix=2"]).model.n_prefix == 2
+    assert build_run_config("toy-perm-4", {"vocab_size": 6, "seq_len": 4, "out_len": 4}, "cpu").model.n_prefix == 0
