@@ -11,10 +11,10 @@ lives here (pyro-arviz-notes.md §2).  Entry points:
 docs/analysis.md explains every number and figure.
 """
 
-from analysis.datatree import build_datatree, load_datatree, save_datatree
-from analysis.report import build_report
-from analysis.run import RunData, read_history
-from analysis.sampling import RunSamples, draw_samples
+from gram_analysis.datatree import build_datatree, load_datatree, save_datatree
+from gram_analysis.report import build_report
+from gram_analysis.run import RunData, read_history
+from gram_analysis.sampling import RunSamples, draw_samples
 
 __all__ = [
     "RunData",

@@ -29,9 +29,9 @@ import xarray as xr
 import arviz_base as azb
 
 from gram_pyro.checkpoint import atomic_path
-from analysis import diversity
-from analysis.run import EVAL_KEYS, TRAIN_KEYS, eval_records, kl_matrix, record_array, record_steps, train_records
-from analysis.sampling import RunSamples
+from gram_analysis import diversity
+from gram_analysis.run import EVAL_KEYS, TRAIN_KEYS, eval_records, kl_matrix, record_array, record_steps, train_records
+from gram_analysis.sampling import RunSamples
 
 
 def _stack(arrays: list[np.ndarray], fill=np.nan) -> np.ndarray:

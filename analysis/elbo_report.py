@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from analysis.run import eval_records, kl_matrix, record_array, record_steps, train_records
+from gram_analysis.run import eval_records, kl_matrix, record_array, record_steps, train_records
 
 
 def _last_finite(a: np.ndarray) -> float:

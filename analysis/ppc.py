@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.diversity import validity
-from tasks.base import token_counts  # noqa: F401  (re-exported: the one token count, ``Task.answer_statistics``)
+from gram_analysis.diversity import validity
+from gram_tasks.base import token_counts  # noqa: F401  (re-exported: the one token count, ``Task.answer_statistics``)
 
 
 def task_statistics(task, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:

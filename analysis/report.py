@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from analysis import diversity, elbo_report, plots, ppc
+from gram_analysis import diversity, elbo_report, plots, ppc
 from gram_pyro.checkpoint import atomic_write_bytes
-from analysis.diversity import nanmean
-from analysis.datatree import build_datatree, save_datatree
-from analysis.run import RunData, chain_key, run_kind
-from analysis.sampling import draw_samples
+from gram_analysis.diversity import nanmean
+from gram_analysis.datatree import build_datatree, save_datatree
+from gram_analysis.run import RunData, chain_key, run_kind
+from gram_analysis.sampling import draw_samples
 
 HTML_ROWS = 60  # longer tables are cut in the HTML (the CSV has every row)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 import gram_pyro
 from gram_pyro.checkpoint import read_jsonl
-import tasks
+import gram_tasks as tasks
 
 TRAIN_KEYS = ("loss", "nll", "kl", "beta", "grad_norm", "posterior_acc", "lr")
 EVAL_KEYS = ("prior_acc", "prior_coverage", "posterior_acc", "elbo_full", "elbo_surrogate")

@@ -21,8 +21,8 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 import gram_pyro
-from analysis.diversity import trajectory_spread
-from analysis.run import RunData, run_label, targets
+from gram_analysis.diversity import trajectory_spread
+from gram_analysis.run import RunData, run_label, targets
 
 MIN_DRAWS = 32  # Pareto k̂ needs at least 5 tail draws: min(0.2 S, 3 sqrt S) >= 5 from S = 25 on
 

@@ -35,8 +35,8 @@ from pyro import poutine
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results, markdown_table  # noqa: E402
 
-from analysis.run import targets  # noqa: E402
-from gram_pyro.cli import api, setup_runtime  # noqa: E402
+from gram_analysis.run import targets  # noqa: E402
+from gram_cli import api, setup_runtime  # noqa: E402
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ from common import append_results  # noqa: E402
 from handwritten import handwritten_loss  # noqa: E402
 
 from gram_pyro import GRAM, prior_rollouts  # noqa: E402
-from gram_pyro.cli import setup_runtime  # noqa: E402
+from gram_cli import setup_runtime  # noqa: E402
 from gram_pyro.runconfig import build_run_config  # noqa: E402
 from gram_pyro.train import BatchNoise, OptimConfig, StepLoss, make_optimizer  # noqa: E402
 
@@ -106,7 +106,7 @@ def width_ratio(args, inputs: int) -> dict:
 MEM_SCRIPT = """
 import resource, sys, torch
 from gram_pyro import GRAM
-from gram_pyro.cli import setup_runtime
+from gram_cli import setup_runtime
 from gram_pyro.runconfig import build_run_config
 from gram_pyro.train import OptimConfig
 from gram_pyro.trainer import Trainer
@@ -144,7 +144,7 @@ def ddp_throughput(args, threads_per_process: int | None) -> dict:
         if threads_per_process is not None:
             env["OMP_NUM_THREADS"] = str(threads_per_process)
         batches = 8
-        common = ["-m", "gram_pyro.cli", "train", "--task", "nqueens-8", "--preset", args.preset, "--quiet",
+        common = ["-m", "gram_cli", "train", "--task", "nqueens-8", "--preset", args.preset, "--quiet",
                   "--set", f"train.batches={batches}", "--set", "train.eval_every=0", "--set",
                   "train.checkpoint_every=0", "--set", f"optim.batch_size={args.batch}"]
         for procs in (1, 2):

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results, markdown_table  # noqa: E402
 from quality import guide_accuracy  # noqa: E402
 
-from gram_pyro.cli import api, setup_runtime  # noqa: E402
+from gram_cli import api, setup_runtime  # noqa: E402
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results, markdown_table  # noqa: E402
 
 from gram_pyro.baselines import MODELS  # noqa: E402
-from gram_pyro.cli import api, setup_runtime  # noqa: E402
+from gram_cli import api, setup_runtime  # noqa: E402
 
 SYSTEM_SETS = {"hrm": ["model.mixer=attention", "optim.ema_decay=0"], "urm": ["model.mixer=attention"],
                "direct": ["model.mixer=attention"]}

@@ -32,10 +32,10 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results, markdown_table  # noqa: E402
 
-import tasks  # noqa: E402
+import gram_tasks as tasks  # noqa: E402
 from gram_pyro import GRAM, prior_rollouts  # noqa: E402
-from gram_pyro.cli import setup_runtime  # noqa: E402
-from gram_pyro.cli.api import task_sizes  # noqa: E402
+from gram_cli import setup_runtime  # noqa: E402
+from gram_cli.api import task_sizes  # noqa: E402
 from gram_pyro.runconfig import build_run_config  # noqa: E402
 from gram_pyro.train import OptimConfig  # noqa: E402
 from gram_pyro.trainer import Trainer  # noqa: E402
@@ -85,7 +85,7 @@ import torch
 sys.path.insert(0, {bench!r})
 from throughput import model_config, tokens
 from gram_pyro import GRAM, prior_rollouts
-from gram_pyro.cli import setup_runtime
+from gram_cli import setup_runtime
 args = json.loads(sys.argv[1])
 setup_runtime()
 ns = type("A", (), args)

@@ -15,7 +15,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Predictive
 
-import tasks
+import gram_tasks
 from gram_pyro import GRAM, fit, run_preset
 
 
@@ -25,7 +25,7 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_const", const=2, dest="batches", help="2 batches (the tests)")
     args = p.parse_args(argv)
     pyro.set_rng_seed(0)
-    task = tasks.get_task("toy-perm-4")
+    task = gram_tasks.get_task("toy-perm-4")
     splits = task.build(seed=0)
     model_cfg, optim_cfg, _ = run_preset("cpu-tiny", vocab_size=task.vocab_size, seq_len=task.seq_len,
                                          out_len=task.out_len)

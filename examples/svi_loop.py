@@ -11,7 +11,7 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-import tasks
+import gram_tasks
 from gram_pyro import GRAM, TruncatedBalancedELBO, preset, prior_rollouts
 
 
@@ -22,7 +22,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    task = tasks.get_task("toy-perm-4")                        # complete a partial permutation (several answers)
+    task = gram_tasks.get_task("toy-perm-4")                        # complete a partial permutation (several answers)
     splits = task.build(seed=0)                                # {"train": Split, "test": Split}
     x, y = torch.as_tensor(splits["train"].x), torch.as_tensor(splits["train"].y)
     cfg = preset("cpu-tiny", vocab_size=task.vocab_size, seq_len=task.seq_len, out_len=task.out_len)

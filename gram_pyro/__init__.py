@@ -7,7 +7,7 @@ import importlib
 
 # Public names and the module each lives in.  They are imported on first use (PEP 562), so that ``import
 # gram_pyro`` does not load torch: the ``gram`` command can then turn a Ctrl-C during start-up into one line
-# (gram_pyro/cli/__init__.py; docs/reliability.md, "Hostile input: the rules").
+# (cli/__init__.py; docs/reliability.md, "Hostile input: the rules").
 _EXPORTS = {
     "gram_pyro.config": ("MODES", "GRAMConfig"),
     "gram_pyro.elbo": ("TruncatedBalancedELBO", "full_trajectory_elbo"),

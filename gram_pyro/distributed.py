@@ -1,6 +1,6 @@
 """Multi-process training on ``torch.distributed`` (gram-paper.md §7 trains on 8 GPUs; we go past one machine).
 
-Launch with ``torchrun --nproc_per_node=K -m gram_pyro.cli train ...``: torchrun sets ``RANK``,
+Launch with ``torchrun --nproc_per_node=K -m gram_cli train ...``: torchrun sets ``RANK``,
 ``WORLD_SIZE`` and the rendezvous variables; :func:`init_from_env` joins the group with the gloo backend
 on CPU and nccl on CUDA.  The trainer wraps its step in ``DistributedDataParallel``; only rank 0 writes.
 """

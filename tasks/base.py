@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.drawing import token_grid
+from gram_tasks.drawing import token_grid
 
 
 class TaskInputError(ValueError):

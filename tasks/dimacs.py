@@ -15,8 +15,8 @@ import re
 
 import networkx as nx
 
-from tasks.base import TaskInputError
-from tasks.files import GRAPH_LIMIT, read_limited
+from gram_tasks.base import TaskInputError
+from gram_tasks.files import GRAPH_LIMIT, read_limited
 
 FORMATS = ("edge", "col")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
-from tasks.base import TaskInputError
+from gram_tasks.base import TaskInputError
 
 MIB = 1 << 20
 GRAPH_LIMIT = MIB  # a DIMACS .col file or a `gram solve` input file

@@ -27,11 +27,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tasks import register
-from tasks.base import Split, Task, TaskInputError
-from tasks.files import IDX_LIMIT, read_limited
-from tasks.sudoku import SudokuTask, to_grid, valid_grids
-from tasks.sudoku_solver import cell_name, enumerate_grids, random_grid
+from gram_tasks import register
+from gram_tasks.base import Split, Task, TaskInputError
+from gram_tasks.files import IDX_LIMIT, read_limited
+from gram_tasks.sudoku import SudokuTask, to_grid, valid_grids
+from gram_tasks.sudoku_solver import cell_name, enumerate_grids, random_grid
 
 BLACK, WHITE = 1, 2
 GEN_SIZES = {9: (5000, 500)}  # random (train, test) grids for 9x9; 4x4 uses the 288 enumerated grids

@@ -28,9 +28,9 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from tasks import register
-from tasks.base import Split, Task, TaskInputError
-from tasks.dimacs import parse_dimacs, read_dimacs
+from gram_tasks import register
+from gram_tasks.base import Split, Task, TaskInputError
+from gram_tasks.dimacs import parse_dimacs, read_dimacs
 
 COLOURS = 3
 NO_EDGE, EDGE, FIRST_COLOUR, VERTEX = 1, 2, 3, 6

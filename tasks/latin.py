@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks import register
-from tasks.base import Split, Task, TaskInputError
-from tasks.drawing import symbol_grid
+from gram_tasks import register
+from gram_tasks.base import Split, Task, TaskInputError
+from gram_tasks.drawing import symbol_grid
 
 BLANK = 1
 BLANKS = (10, 12)  # blanked cells of 16; `gram data latin-4 --stats`: 3.91 completions per input on average

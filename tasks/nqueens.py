@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks import register
-from tasks.base import Split, Task, TaskInputError
+from gram_tasks import register
+from gram_tasks.base import Split, Task, TaskInputError
 
 EMPTY, QUEEN = 1, 2
 REMOVED: dict[int, tuple[int, ...]] = {6: (3, 4), 8: (5, 6, 7), 10: (7, 8, 9)}

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from tasks import register
-from tasks.base import Split, Task, TaskInputError
-from tasks.drawing import symbol_grid
-from tasks.sudoku_io import check_givens, format_grid, parse_grid, read_puzzles
-from tasks.sudoku_solver import cell_name, find_conflict, generate_puzzle, geometry, rating, solve
+from gram_tasks import register
+from gram_tasks.base import Split, Task, TaskInputError
+from gram_tasks.drawing import symbol_grid
+from gram_tasks.sudoku_io import check_givens, format_grid, parse_grid, read_puzzles
+from gram_tasks.sudoku_solver import cell_name, find_conflict, generate_puzzle, geometry, rating, solve
 
 SOLUTION_CAP = 1000  # ``solutions`` enumerates at most this many answers; more -> None (not enumerable)
 DEFAULT_SIZES = {9: (1000, 200), 4: (2000, 500)}  # generated (train, test) puzzles per board size

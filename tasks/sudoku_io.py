@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.base import TaskInputError
-from tasks.files import DATA_LIMIT, read_limited
-from tasks.sudoku_solver import cell_name, find_conflict
+from gram_tasks.base import TaskInputError
+from gram_tasks.files import DATA_LIMIT, read_limited
+from gram_tasks.sudoku_solver import cell_name, find_conflict
 
 CSV_FIELDS = ("source", "question", "answer", "rating")
 _RATING = re.compile(r"-?[0-9]{1,18}")

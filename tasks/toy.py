@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks import register
-from tasks.base import Split, Task, TaskInputError
-from tasks.drawing import symbol_grid
+from gram_tasks import register
+from gram_tasks.base import Split, Task, TaskInputError
+from gram_tasks.drawing import symbol_grid
 
 
 class PermutationTask(Task):

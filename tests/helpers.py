@@ -36,7 +36,7 @@ def perturb_heads(gram, scale: float = 0.1) -> None:
 def tiny_toy_run(root, sets):
     """A trained tiny toy-perm-4 run at ``root/toy`` with the dataset cache under ``root/cache``, one torch thread
     (tiny models: a second thread only adds contention); the environment is restored afterwards."""
-    from gram_pyro.cli import api
+    from gram_cli import api
 
     old, threads = os.environ.get("GRAM_CACHE"), torch.get_num_threads()
     os.environ["GRAM_CACHE"] = str(root / "cache")

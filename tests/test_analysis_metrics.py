@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-import tasks
-from analysis import diversity, elbo_report, ppc
-from analysis.run import read_history, targets
-from analysis.sampling import pca_project
+import gram_tasks as tasks
+from gram_analysis import diversity, elbo_report, ppc
+from gram_analysis.run import read_history, targets
+from gram_analysis.sampling import pca_project
 
 TOY = tasks.get_task("toy-perm-4")
 

@@ -16,10 +16,10 @@ import torch
 import xarray as xr
 from pyro import poutine
 
-import tasks
-from analysis import build_report, build_datatree, draw_samples, load_datatree, save_datatree
-from analysis.run import RunData, read_history
-from analysis.sampling import _log_weight
+import gram_tasks as tasks
+from gram_analysis import build_report, build_datatree, draw_samples, load_datatree, save_datatree
+from gram_analysis.run import RunData, read_history
+from gram_analysis.sampling import _log_weight
 from gram_pyro import GRAM, preset, prior_rollouts
 from gram_pyro.train import OptimConfig
 from gram_pyro.trainer import Trainer

@@ -7,7 +7,7 @@ import torch
 from pyro import poutine
 
 from gram_pyro.baselines import MODELS, SYSTEMS, build_model
-from gram_pyro.cli import api, main
+from gram_cli import api, main
 from gram_pyro.config import GRAMConfig
 from gram_pyro.inference import prior_rollouts
 from gram_pyro.train import OptimConfig, StepLoss

@@ -16,16 +16,16 @@ import networkx as nx
 import numpy as np
 import pytest
 
-import tasks
+import gram_tasks as tasks
 from tests.helpers import tiny_toy_run
 from gram_pyro import checkpoint
 from gram_pyro.checkpoint import CheckpointError
-from gram_pyro.cli import api
+from gram_cli import api
 from gram_pyro.runconfig import ConfigError, RunConfig, build_run_config
-from tasks import TaskInputError
-from tasks.dimacs import parse_dimacs, read_dimacs
-from tasks.generation import read_idx
-from tasks.sudoku_io import read_puzzles
+from gram_tasks import TaskInputError
+from gram_tasks.dimacs import parse_dimacs, read_dimacs
+from gram_tasks.generation import read_idx
+from gram_tasks.sudoku_io import read_puzzles
 
 SIZES = {"vocab_size": 6, "seq_len": 4, "out_len": 4}
 TINY = ["train.batches=2", "train.eval_every=0", "train.eval_inputs=4", "train.eval_width=2"]

@@ -1,9 +1,9 @@
 """Bad input through the ``gram`` command line (docs/reliability.md, rows C01-C80).
 
-Every row is run in-process through ``gram_pyro.cli.main`` (the code ``python -m gram_pyro.cli`` runs) and
+Every row is run in-process through ``gram_cli.main`` (the code ``python -m gram_cli`` runs) and
 must give exit code 2, exactly one ``gram: error: ...`` line on stderr that contains the documented message,
 no traceback, and leave every file as it was: no new or changed file in the run folders and no ``*.tmp`` file
-anywhere.  Rows with ``sub=True`` are also run as a real ``python -m gram_pyro.cli`` subprocess (one per command,
+anywhere.  Rows with ``sub=True`` are also run as a real ``python -m gram_cli`` subprocess (one per command,
 importing torch costs ~2-3 s each).  Rows that name a bug pin its fix (docs/reliability.md, "Bugs found and
 fixed"); a row with ``xfail=`` would be a strict xfail for a bug that is still open (none today).
 """
@@ -30,11 +30,11 @@ import pytest
 import torch
 
 from gram_pyro import checkpoint
-from gram_pyro.cli import api, main
+from gram_cli import api, main
 from gram_pyro.model import GRAM
 from gram_pyro.runconfig import build_run_config
-from tasks.graph_coloring import GraphColoringTask
-from tasks.sudoku import SudokuTask
+from gram_tasks.graph_coloring import GraphColoringTask
+from gram_tasks.sudoku import SudokuTask
 from tests.helpers import tiny_toy_run
 
 # The tiny trained run of the brief; eval_inputs/eval_width only make its final evaluation cheap.
@@ -89,14 +89,14 @@ def run_inprocess(argv: list[str]) -> Result:
             rc = main(argv)
         except SystemExit as exc:  # argparse
             rc = exc.code if isinstance(exc.code, int) else 1
-        except Exception:  # noqa: BLE001 - a bug: what `python -m gram_pyro.cli` would print
+        except Exception:  # noqa: BLE001 - a bug: what `python -m gram_cli` would print
             traceback.print_exc(file=err)
             rc = 1
     return Result(rc, out.getvalue(), err.getvalue())
 
 
 def run_subprocess(argv: list[str], extra_env: dict[str, str]) -> Result:
-    res = subprocess.run([sys.executable, "-m", "gram_pyro.cli", *argv], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "gram_cli", *argv], capture_output=True, text=True,
                          env={**os.environ, **extra_env}, timeout=300)
     return Result(res.returncode, res.stdout, res.stderr)
 
@@ -203,7 +203,7 @@ class Row:
     setup: Callable | None = None
     bug: str | None = None  # the fixed bug or observation this row pins (docs/reliability.md)
     xfail: str | None = None  # a bug that is still open: strict xfail with this reason
-    sub: bool = False  # also run as a `python -m gram_pyro.cli` subprocess
+    sub: bool = False  # also run as a `python -m gram_cli` subprocess
     marks: list = field(default_factory=list)
 
 
@@ -440,7 +440,7 @@ def test_C74_the_same_generate_command_gives_the_same_samples(env, tmp_path, mon
 
 
 def tasks_toy():
-    from tasks.toy import PermutationTask
+    from gram_tasks.toy import PermutationTask
 
     return PermutationTask(4)
 

@@ -29,7 +29,7 @@ import torch
 
 from gram_pyro import checkpoint
 from gram_pyro.checkpoint import CheckpointError
-from gram_pyro.cli import api
+from gram_cli import api
 from gram_pyro.runconfig import RunConfig
 from gram_pyro.train import OptimConfig
 from gram_pyro.trainer import Trainer
@@ -62,7 +62,7 @@ def slow_save(obj, f, *args, **kwargs):
     time.sleep(600)
 
 torch.save = slow_save
-import gram_pyro.cli as cli
+import gram_cli as cli
 sys.exit(cli.main(sys.argv[2:]))
 '''
 
@@ -128,7 +128,7 @@ def test_X01_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp
     other = tmp_path / "run-2-threads"
     shutil.copytree(run, other)
     for folder, threads in ((run, 1), (other, 2)):
-        res = subprocess.run([sys.executable, "-m", "gram_pyro.cli", *TRAIN, "--out", str(folder), "--resume"],
+        res = subprocess.run([sys.executable, "-m", "gram_cli", *TRAIN, "--out", str(folder), "--resume"],
                              capture_output=True, text=True, timeout=300, env=threads_env(threads))
         assert res.returncode == 0, res.stderr
         assert checkpoint.load(folder / "checkpoint.pt")["batch"] == 4

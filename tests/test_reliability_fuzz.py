@@ -32,14 +32,14 @@ import yaml
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-import tasks
-from gram_pyro.cli import api
+import gram_tasks as tasks
+from gram_cli import api
 from gram_pyro.runconfig import ConfigError, RunConfig, build_run_config, parse_overrides
-from tasks import TaskInputError
-from tasks.dimacs import parse_dimacs, read_dimacs
-from tasks.generation import read_idx
-from tasks.sudoku_io import format_grid, parse_grid, read_puzzles, write_csv
-from tasks.sudoku_solver import generate_puzzle
+from gram_tasks import TaskInputError
+from gram_tasks.dimacs import parse_dimacs, read_dimacs
+from gram_tasks.generation import read_idx
+from gram_tasks.sudoku_io import format_grid, parse_grid, read_puzzles, write_csv
+from gram_tasks.sudoku_solver import generate_puzzle
 
 SIZES = [pytest.param(300, id="default"), pytest.param(10_000, id="slow", marks=pytest.mark.slow)]
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
@@ -731,10 +731,10 @@ def test_F20_set_numbers_accept_exactly_the_strict_grammar(n):
 
 @pytest.mark.parametrize("n", GRAMMAR_SIZES)
 def test_F21_integer_options_accept_exactly_the_strict_grammar(n):
-    """``--width 1,5,20`` and ``--num N`` (argparse types of gram_pyro.cli): ASCII integers only."""
+    """``--width 1,5,20`` and ``--num N`` (argparse types of gram_cli): ASCII integers only."""
     import argparse
 
-    from gram_pyro.cli import _integer, _ints
+    from gram_cli import _integer, _ints
 
     def prop(value):
         try:

@@ -3,7 +3,7 @@
 Output targets that are devices, FIFOs, sockets, folders or links; run folders that are someone else's, locked
 or resumed with other data; inputs that are too large, endless or not regular files; configuration, preset,
 ``config.json`` and checkpoint contents that are wrong-typed, too deep, alias bombs, too large or not finite;
-lax numbers.  Every row runs through ``gram_pyro.cli.main`` like tests/test_reliability_cli.py (its runner and
+lax numbers.  Every row runs through ``gram_cli.main`` like tests/test_reliability_cli.py (its runner and
 checks are reused) and must give exit code 2, one ``gram: error:`` line, no traceback and no file changed.  On
 top of the content hash, every path in the test folder keeps its kind (a device node stays a device node, a
 link stays a link to the same place).  Links, FIFOs, sockets and device nodes are made only inside the test's
@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from gram_pyro import checkpoint, files
-from gram_pyro.cli import runfolder
+from gram_cli import runfolder
 from tests.test_reliability_cli import (TINY_SETS, TRAIN, Row, check_one_line_error, copy_run, env, prepare,  # noqa: F401
                                         run_inprocess, snapshot, temp_files)
 
@@ -198,7 +198,7 @@ ROWS = [
         setup=in_tmp(lambda p, t: fifo(p))),
     Row("H13", ["report", "{toy}", "--out", "{file}"], "cannot write into {tmp}/r_figures: it is a regular file, "
         "not a folder", setup=report_figures_is_a_file),
-    # --- run folders (gram_pyro.cli.runfolder)
+    # --- run folders (gram_cli.runfolder)
     Row("H20", TRAIN + ["--out", "{run}"], "{run} holds config.json, history.jsonl that gram did not write",
         setup=users_folder("config.json", "history.jsonl")),
     Row("H21", TRAIN + ["--out", "{run}"], "{run} holds history.jsonl that gram did not write",
@@ -449,10 +449,10 @@ INTERRUPT_AT_IMPORT = r'''
 import sys
 class Interrupt:
     def find_spec(self, name, path=None, target=None):
-        if name == "tasks":
+        if name == "gram_tasks":
             raise KeyboardInterrupt
 sys.meta_path.insert(0, Interrupt())
-import gram_pyro.cli
+import gram_cli
 '''
 
 
@@ -463,14 +463,14 @@ def test_H126_ctrl_c_during_start_up_is_one_line_and_exit_code_130():
 
 def test_H128_import_gram_pyro_loads_no_torch():
     """``import gram_pyro`` is lazy (PEP 562): the start-up window in which a Ctrl-C could escape as a traceback,
-    before gram_pyro/cli/__init__.py guards the heavy imports, holds no torch import."""
+    before cli/__init__.py guards the heavy imports, holds no torch import."""
     code = "import sys, gram_pyro; print('torch' in sys.modules, gram_pyro.GRAM.__name__, 'torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.split() == ["False", "GRAM", "True"], res.stdout + res.stderr
 
 
 def test_H127_ctrl_c_in_a_command_is_one_line_and_exit_code_130(env, monkeypatch):
-    from gram_pyro.cli import api
+    from gram_cli import api
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

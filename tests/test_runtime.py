@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gram_pyro import checkpoint
-from gram_pyro.cli import api
+from gram_cli import api
 from gram_pyro.runconfig import ConfigError, build_run_config
 from gram_pyro.train import BatchNoise, OptimConfig
 from gram_pyro.trainer import Trainer
@@ -24,7 +24,7 @@ TRAIN = ["--task", "toy-perm-4", "--preset", "cpu-tiny", "--quiet", "--set", "tr
 
 
 def gram_cli(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "gram_pyro.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gram_cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, **kw)
 
 
@@ -164,7 +164,7 @@ def test_kill_9_during_training_then_resume_loses_nothing(tmp_path):
     common = [*TRAIN, "--set", "train.batches=10", "--set", "train.checkpoint_every=2"]
     two = {"OMP_NUM_THREADS": "2"}
     assert gram_cli("train", *common, "--out", str(tmp_path / "ref"), env=two).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "gram_pyro.cli", "train", *common, "--out", str(tmp_path / "run")],
+    proc = subprocess.Popen([sys.executable, "-m", "gram_cli", "train", *common, "--out", str(tmp_path / "run")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **two})
     history = tmp_path / "run" / "history.jsonl"
     deadline = time.time() + 120
@@ -182,7 +182,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     common = [*TRAIN, "--set", "train.batches=3", "--set", "optim.batch_size=32", "--set", "train.checkpoint_every=0"]
     assert gram_cli("train", *common, "--out", str(tmp_path / "one")).returncode == 0
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "gram_pyro.cli", "train", *common, "--out", str(tmp_path / "two")],
+                          "-m", "gram_cli", "train", *common, "--out", str(tmp_path / "two")],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     one, two = train_records(tmp_path / "one"), train_records(tmp_path / "two")

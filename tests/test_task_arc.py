@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-import tasks
-from gram_pyro.cli import main
+import gram_tasks as tasks
+from gram_cli import main
 from gram_pyro.config import GRAMConfig
 from gram_pyro.model import GRAM
 from gram_pyro.puzzle_embedding import PuzzleEmbedding
 from gram_pyro.train import EMA
-from tasks import TaskInputError
-from tasks.arc_augment import (
+from gram_tasks import TaskInputError
+from gram_tasks.arc_augment import (
     arc_score, augment_grid, augmentation_table, decode_grid, dihedral, encode_grid, inverse_dihedral, invert_grid,
     pass_at_k, vote,
 )
@@ -118,8 +118,8 @@ def test_arc_files_are_read_bounded(tmp_path):
     import os
     import stat
 
-    from tasks.arc import puzzle_from_file
-    from tasks.arc_io import ARC_FILE_LIMIT
+    from gram_tasks.arc import puzzle_from_file
+    from gram_tasks.arc_io import ARC_FILE_LIMIT
 
     os.mknod(tmp_path / "zero", stat.S_IFCHR | 0o600, os.makedev(1, 5))  # a /dev/zero of our own
     os.symlink(tmp_path / "zero", tmp_path / "zero.json")

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks import TaskInputError, get_task
-from tasks.generation import BinaryImageTask, SudokuGenTask, binarize, mnist_task, read_idx
-from tasks.sudoku import valid_grids
-from tasks.sudoku_io import format_grid, write_csv
-from tasks.sudoku_solver import enumerate_grids, generate_puzzle, is_complete_valid
+from gram_tasks import TaskInputError, get_task
+from gram_tasks.generation import BinaryImageTask, SudokuGenTask, binarize, mnist_task, read_idx
+from gram_tasks.sudoku import valid_grids
+from gram_tasks.sudoku_io import format_grid, write_csv
+from gram_tasks.sudoku_solver import enumerate_grids, generate_puzzle, is_complete_valid
 
 HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
 CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C,

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pysat.solvers import Solver
 
-import tasks
-from tasks.base import TaskInputError
-from tasks.dimacs import parse_dimacs, read_dimacs
-from tasks.graph_coloring import GraphColoringTask, canonical_colourings, canonicalise
+import gram_tasks as tasks
+from gram_tasks.base import TaskInputError
+from gram_tasks.dimacs import parse_dimacs, read_dimacs
+from gram_tasks.graph_coloring import GraphColoringTask, canonical_colourings, canonicalise
 
 FEW = settings(max_examples=200, deadline=None)
 

@@ -1,6 +1,6 @@
-"""Tasks own their knowledge (issue 15, item 4): analysis/ (and gram_pyro/cli/api.py) import no concrete task
+"""Tasks own their knowledge (issue 15, item 4): analysis/ (and cli/api.py) import no concrete task
 module and analysis/ never dispatches on task names, tasks/ imports no matplotlib, and every former duplicate of validity, distinct answers and
-coverage (analysis/diversity.py, gram_pyro/cli/api.py, gram_pyro/cli/__init__.py) agrees with ``Task``."""
+coverage (analysis/diversity.py, cli/api.py, cli/__init__.py) agrees with ``Task``."""
 
 import ast
 import json
@@ -13,14 +13,14 @@ import networkx as nx
 import numpy as np
 import pytest
 
-import tasks
-from analysis import diversity, ppc
-from gram_pyro.cli import api, main
+import gram_tasks as tasks
+from gram_analysis import diversity, ppc
+from gram_cli import api, main
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYSIS = sorted((ROOT / "analysis").glob("*.py"))
-WIRING = [ROOT / "gram_pyro" / "cli" / "api.py"]  # fit/evaluate/solve: every task the same way
-ALLOWED = {"tasks", "tasks.base"}  # the registry and the interface; never a concrete task module
+WIRING = [ROOT / "cli" / "api.py"]  # fit/evaluate/solve: every task the same way
+ALLOWED = {"gram_tasks", "gram_tasks.base"}  # the registry and the interface; never a concrete task module
 
 
 def _trees(paths=None):
@@ -33,12 +33,12 @@ def test_analysis_and_the_api_import_no_concrete_task_module():
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 bad += [f"{name}: import {a.name}" for a in node.names
-                        if a.name.split(".")[0] == "tasks" and a.name not in ALLOWED]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tasks":
+                        if a.name.split(".")[0] == "gram_tasks" and a.name not in ALLOWED]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "gram_tasks":
                 if node.module not in ALLOWED:
                     bad.append(f"{name}: from {node.module} import ...")
-                elif node.module == "tasks":
-                    bad += [f"{name}: from tasks import {a.name}" for a in node.names if a.name not in tasks.__all__]
+                elif node.module == "gram_tasks":
+                    bad += [f"{name}: from gram_tasks import {a.name}" for a in node.names if a.name not in tasks.__all__]
     assert not bad, bad
 
 
@@ -68,9 +68,9 @@ def test_analysis_has_no_task_name_dispatch():
 
 
 def test_tasks_import_without_matplotlib():
-    code = ("import sys, tasks\n[tasks.get_task(n) for n in tasks.list_tasks() if not n.startswith('arc')]\n"
+    code = ("import sys, gram_tasks\n[gram_tasks.get_task(n) for n in gram_tasks.list_tasks() if not n.startswith('arc')]\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'torch', 'gram_pyro',"
-            " 'analysis'))))")
+            " 'gram_analysis'))))")
     out = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, cwd=ROOT,
                          check=True)
     assert json.loads(out.stdout) == []
@@ -142,7 +142,7 @@ def test_every_task_draws_its_answers(name):
 def test_arc_draws_coloured_grids_in_the_original_frame(tmp_path):
     from matplotlib.figure import Figure
 
-    from tasks.arc import ARC_PALETTE
+    from gram_tasks.arc import ARC_PALETTE
 
     puzzle = {"train": [{"input": [[1, 0], [2, 0]], "output": [[0, 1], [0, 2]]}],
               "test": [{"input": [[4, 0, 0], [0, 5, 0]], "output": [[0, 0, 4], [0, 5, 0]]}]}

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-import tasks
-from gram_pyro.cli import main
-from tasks.latin import LatinSquareTask, latin_squares
+import gram_tasks as tasks
+from gram_cli import main
+from gram_tasks.latin import LatinSquareTask, latin_squares
 
 TASK = tasks.get_task("latin-4")
 

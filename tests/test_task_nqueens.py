@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pysat.solvers import Solver
 
-import tasks
-from tasks.base import TaskInputError
-from tasks.nqueens import NQueensTask, all_solutions, dihedral_permutations
+import gram_tasks as tasks
+from gram_tasks.base import TaskInputError
+from gram_tasks.nqueens import NQueensTask, all_solutions, dihedral_permutations
 
 N = 8
 FEW = settings(max_examples=200, deadline=None)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from gram_pyro.cli import main
+from gram_cli import main
 from gram_pyro.runconfig import run_preset
 from gram_pyro.train import EMA, OptimConfig
 from gram_pyro import trainer as trainer_module

@@ -1,9 +1,9 @@
 """Python API mirroring the CLI: ``fit``, ``evaluate``, ``sample``, ``load_run`` (the wiring layer).
 
-This package (``gram_pyro.cli``) is the only place that joins the model core, the tasks and the
+This package (``gram_cli``) is the only place that joins the model core, the tasks and the
 analysis.  A run folder holds ``config.json`` (the resolved :class:`RunConfig`), ``history.jsonl`` (one
 record per update and per evaluation), ``checkpoint.pt`` (crash-safe, see ``gram_pyro.checkpoint``), the
-marker ``.gram-run.json`` and the lock file ``.gram.lock`` (the run-folder rule: ``gram_pyro.cli.runfolder``).
+marker ``.gram-run.json`` and the lock file ``.gram.lock`` (the run-folder rule: ``gram_cli.runfolder``).
 Datasets are built once and cached as ``.npz`` under ``$GRAM_CACHE`` (default ``~/.cache/gram_pyro``).
 """
 
@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import tasks
+import gram_tasks as tasks
 from gram_pyro import checkpoint, files, validation
-from gram_pyro.cli import runfolder
+from gram_cli import runfolder
 from gram_pyro.distributed import init_from_env, is_main_process, world_size_from_env
 from gram_pyro.inference import lprm_best, majority_vote, prior_rollouts
 from gram_pyro.baselines import build_model
 from gram_pyro.model import GRAM
 from gram_pyro.runconfig import ConfigError, RunConfig, build_run_config
 from gram_pyro.trainer import Trainer
-from tasks import Split, Task, TaskInputError
+from gram_tasks import Split, Task, TaskInputError
 
 
 # ------------------------------------------------------------------ data
@@ -218,7 +218,7 @@ def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), m
 
     ``max_cpu_seconds`` ends training at the first batch boundary past that budget of CPU time.  Everything
     (configuration, data file, run folder, and with ``resume`` the checkpoint) is checked before any file of
-    the run folder is touched; the folder is then locked while this process writes it (gram_pyro.cli.runfolder).
+    the run folder is touched; the folder is then locked while this process writes it (gram_cli.runfolder).
     """
     out = Path(out)
     task_obj = tasks.get_task(task)

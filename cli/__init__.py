@@ -25,7 +25,7 @@ try:  # Ctrl-C while torch loads (seconds): one line and exit code 130, like an 
     import pyro
     import torch
 
-    import tasks
+    import gram_tasks as tasks
     from gram_pyro import files, validation
     from gram_pyro.checkpoint import atomic_write_text
     from gram_pyro.baselines import MODELS
@@ -105,7 +105,7 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from gram_pyro.cli.api import load_splits
+    from gram_cli.api import load_splits
 
     task = tasks.get_task(args.task)
     if args.stats:
@@ -117,7 +117,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from gram_pyro.cli import api
+    from gram_cli import api
     from gram_pyro.distributed import shutdown
 
     sets = MODELS[args.model] + args.set + ([f"train.device={args.device}"] if args.device else [])
@@ -144,7 +144,7 @@ def print_table(rows: list[dict], keys: list[str]) -> None:
 
 
 def cmd_eval(args) -> int:
-    from gram_pyro.cli import api
+    from gram_cli import api
 
     run = api.load_run(args.run, args.data, args.device)
     seed_sampling(args.seed)
@@ -163,11 +163,11 @@ def cmd_eval(args) -> int:
 
 
 def cmd_solve(args) -> int:
-    from gram_pyro.cli import api
+    from gram_cli import api
 
     run = api.load_run(args.run, device=args.device)
     seed_sampling(args.seed)
-    from gram_pyro.cli import arc
+    from gram_cli import arc
 
     if arc.is_arc(run.task):  # an ARC task file: top-2 voted test outputs, drawn in colour
         out = arc.solve(run, args.input, args.width, args.depth, args.temperature, api.sample)
@@ -185,7 +185,7 @@ def cmd_solve(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from gram_pyro.cli import api
+    from gram_cli import api
 
     target = files.output_target(args.out) if args.out else None  # before any work
     run = api.load_run(args.run, device=args.device)
@@ -207,15 +207,15 @@ def cmd_generate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from gram_pyro.cli.demo import run_demo
+    from gram_cli.demo import run_demo
 
     return run_demo(args)
 
 
 def cmd_report(args) -> int:
-    from gram_pyro.cli import api
-    from analysis.report import build_report
-    from analysis.run import RunData
+    from gram_cli import api
+    from gram_analysis.report import build_report
+    from gram_analysis.run import RunData
 
     out = files.output_target(args.out)  # every target is checked before any work (28 figures, tables, data)
     for folder in (out.parent / f"{out.stem}_figures", out.parent / f"{out.stem}_data"):

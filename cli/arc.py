@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.arc import ARC_COLOURS, ArcTask, puzzle_from_file
-from tasks.arc_augment import pass_at_k
+from gram_tasks.arc import ARC_COLOURS, ArcTask, puzzle_from_file
+from gram_tasks.arc_augment import pass_at_k
 
 
 def is_arc(task: Any) -> bool:
@@ -35,7 +35,7 @@ def draw(grid: list[list[int]] | np.ndarray) -> str:
 
 def solve(run, path: str, width: int, depth: int | None, tau: float, sample) -> dict[str, Any]:
     """Top-2 voted outputs for every test input of the puzzle in ``path``; ``sample(run, x, width, depth,
-    tau)`` draws the prior samples (``gram_pyro.cli.api.sample``)."""
+    tau)`` draws the prior samples (``gram_cli.api.sample``)."""
     task: ArcTask = run.task
     puzzle = puzzle_from_file(path)
     p = task.find(puzzle)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import tasks
+import gram_tasks as tasks
 from gram_pyro import files
-from gram_pyro.cli import api, runfolder
+from gram_cli import api, runfolder
 from gram_pyro.runconfig import build_run_config
 
 MODES = ("gram", "deterministic")
@@ -33,7 +33,7 @@ WIDTHS = (1, 5, 20)
 
 def _check_fresh(folder: Path) -> None:
     """Refuse, before anything is removed, a run folder whose run files gram did not write (the run-folder rule,
-    ``gram_pyro.cli.runfolder``): only a previous gram run (with its marker) is replaced by the demo."""
+    ``gram_cli.runfolder``): only a previous gram run (with its marker) is replaced by the demo."""
     files.output_folder(folder)
     present = [n for n in runfolder.RUN_FILES if os.path.lexists(folder / n)]
     if present and not os.path.lexists(folder / runfolder.MARKER):
@@ -49,7 +49,7 @@ def _fresh(folder: Path) -> None:
 
 def _train_and_evaluate(mode: str, job: dict, out: mp.Queue) -> None:
     """One child process: train ``mode`` on one thread, then evaluate prior rollouts; report through ``out``."""
-    from gram_pyro.cli import setup_runtime
+    from gram_cli import setup_runtime
     import torch
 
     setup_runtime()
@@ -141,8 +141,8 @@ def _print_table(results: dict, task: str, n_inputs: int) -> None:
 
 def run_demo(args) -> int:
     """Train both models side by side, print the comparison table and write the HTML report."""
-    from analysis.report import build_report
-    from analysis.run import RunData
+    from gram_analysis.report import build_report
+    from gram_analysis.run import RunData
 
     t0, c0 = time.perf_counter(), time.process_time()
     job = _job(args)

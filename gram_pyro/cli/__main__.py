@@ -1,5 +1,0 @@
-import sys
-
-from gram_pyro.cli import main
-
-sys.exit(main())
