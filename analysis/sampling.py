@@ -5,7 +5,7 @@
 * Latent trajectories for the PCA view (gram-paper.md §6.4, Fig. 18–19): the model stepped one
   supervision step at a time under ``poutine.trace``, reading h from the returned ``Carry``.
 * Guide rollouts q_φ(τ | x, y) (posterior reconstructions) and the per-draw log weight
-  log p_θ(y, τ | x) − log q_φ(τ | x, y): ``poutine.trace(guide)`` then ``poutine.replay(model)``, scored
+  log p_θ(y, τ | x) − log q_φ(τ | x, y): ``gram_pyro.model.guided_traces`` (guide traced, model replayed), scored
   with ``Trace.compute_log_prob`` at β = 1 and without the truncation masks (pyro-arviz-notes.md §1.10,
   §2.4; the k̂ diagnostic of Yao et al. 2018).  In deterministic mode the guide is empty and the log
   weight is the likelihood of the observed steps alone.
@@ -21,6 +21,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 import gram_pyro
+from gram_pyro.model import guided_traces
 from gram_analysis.diversity import trajectory_spread
 from gram_analysis.run import RunData, run_label, targets
 
@@ -81,10 +82,7 @@ def guide_rollouts(gram, x: torch.Tensor, y: torch.Tensor, num_samples: int, chu
     chunk_size = gram_pyro.inference.rows_per_chunk(gram.cfg) if chunk_size is None else chunk_size
     for i in range(0, len(xs), chunk_size):
         xb, yb = xs[i : i + chunk_size], ys[i : i + chunk_size]
-        guide_trace = poutine.trace(gram.guide).get_trace(xb, yb, n_sup=n_sup, beta=1.0)
-        model_trace = poutine.trace(poutine.replay(gram.model, trace=guide_trace)).get_trace(
-            xb, yb, n_sup=n_sup, beta=1.0
-        )
+        model_trace, guide_trace = guided_traces(gram.model, gram.guide, xb, yb, n_sup=n_sup, beta=1.0)
         answers.append(torch.stack([model_trace.nodes[f"y_hat_{n}"]["value"] for n in range(n_sup)], dim=1))
         log_w.append(_log_weight(model_trace, guide_trace, len(xb)))
     return torch.cat(answers).view(B, M, n_sup, -1), torch.cat(log_w).view(B, M)

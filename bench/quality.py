@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pyro import poutine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results, markdown_table  # noqa: E402
 
 from gram_analysis.run import targets  # noqa: E402
+from gram_pyro.model import guided_traces  # noqa: E402
 from gram_cli import api, setup_runtime  # noqa: E402
 
 
@@ -48,9 +48,8 @@ def guide_accuracy(run: api.Run, max_inputs: int, chunk: int = 256) -> float:
     ok = []
     for i in range(0, len(inputs), chunk):
         x, y = torch.as_tensor(inputs[i : i + chunk]), torch.as_tensor(ys[i : i + chunk])
-        guide = poutine.trace(run.gram.guide).get_trace(x, y)
-        y_hat = poutine.trace(poutine.replay(run.gram.model, trace=guide)).get_trace(x, y).nodes[last]["value"]
-        ok += [run.task.verify(a, b) for a, b in zip(x.numpy(), y_hat.numpy())]
+        y_hat = guided_traces(run.gram.model, run.gram.guide, x, y)[0].nodes[last]["value"]
+        ok += list(run.task.validity(x.numpy(), y_hat[:, None].numpy())[:, 0])
     return float(np.mean(ok))
 
 

@@ -40,7 +40,7 @@ def main(argv=None):
         post = Predictive(poutine.uncondition(gram.model), guide=gram.guide, num_samples=8,
                           return_sites=[last])(x, y)[last]          # [8, B, L]: reconstructions under q(τ | x, y)
         prior = Predictive(gram.model, num_samples=8, return_sites=[last])(x)[last]  # [8, B, L]: p(τ | x)
-    valid = {name: float(np.mean([[task.verify(xi, s) for xi, s in zip(x.numpy(), draw)] for draw in d.numpy()]))
+    valid = {name: float(task.validity(x.numpy(), d.transpose(0, 1).numpy()).mean())  # samples [B, 8, L]
              for name, d in (("posterior", post), ("prior", prior))}
     valid["posterior_exact_match"] = float((post == y).all(-1).float().mean())
     print({k: round(v, 3) for k, v in valid.items()})

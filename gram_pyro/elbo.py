@@ -28,6 +28,8 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
+from gram_pyro.model import guided_traces
+
 
 def detach_params(d: dist.Distribution) -> dist.Distribution:
     """A copy of ``d`` with every parameter tensor detached (stop-gradient, gram-paper.md §2.4), for any distribution.
@@ -102,8 +104,7 @@ class TruncatedBalancedELBO(TraceMeanField_ELBO):
         """
         if is_validation_enabled():
             return super()._get_trace(model, guide, args, kwargs)
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        model_trace, guide_trace = guided_traces(model, guide, *args, **kwargs)
         model_trace = prune_subsample_sites(model_trace)
         model_trace.compute_log_prob(site_filter=lambda name, site: site["is_observed"])
         return model_trace, prune_subsample_sites(guide_trace)
@@ -151,8 +152,7 @@ def full_trajectory_elbo(gram, x: torch.Tensor, y: torch.Tensor, n_sup: int | No
     """
     c = gram.cfg
     n_sup = c.N_sup if n_sup is None else n_sup
-    guide_trace = poutine.trace(gram.guide).get_trace(x, y, n_sup=n_sup, beta=1.0)
-    model_trace = poutine.trace(poutine.replay(gram.model, trace=guide_trace)).get_trace(x, y, n_sup=n_sup, beta=1.0)
+    model_trace, guide_trace = guided_traces(gram.model, gram.guide, x, y, n_sup=n_sup, beta=1.0)
     B = x.shape[0]
     kls = torch.zeros(n_sup, c.T)
     for n in range(n_sup):

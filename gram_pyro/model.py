@@ -1,21 +1,21 @@
 """GRAM as a Pyro program: recursive core, ``model`` and ``guide`` (gram-paper.md §1–2).
 
-One transition (Eq. 6–9) lives in :meth:`GRAM.transition`.  ``model(x, y)`` is the generative process
-p_θ(y, τ | x): per supervision step n and transition t a latent site ``eps_{n}_{t}`` drawn from the
-transition prior, then an observed categorical site ``y_{n}`` and deterministic sites ``y_hat_{n}``
-(decoded answer), ``halt_{n}`` (halting probability) and ``value_{n}`` (LPRM value).  ``guide(x, y)``
-is q_φ(τ | x, y) with the same sites drawn from the posterior.  Both serve one supervision step
-(``carry`` in, carry out; training) and whole trajectories (``n_sup`` steps; Predictive, trace,
-condition, do).
+Read in this order:
 
-Truncation (Eq. 14, §2.3): within a supervision step the first T−1 transitions run without gradient
-and are masked out of the KL (``poutine.mask``); the carry is detached at every step boundary.  β
-scales the latent sites in both model and guide (``poutine.scale``).  ``GRAMConfig.truncated_from`` says
-where those T−1 transitions' ε comes from: the posterior (the paper's reading), the prior, or a point
-mass at the prior mean, the last making the first T−1 transitions deterministic in the model too.
+- :meth:`GRAM.transition` — the deterministic recursion (h, l) -> (u, l) of one transition (Eq. 6–7).
+- :meth:`GRAM.model` — p_θ(y, τ | x): for each supervision step n and transition t, ε ~ p_θ(ε | u) at the
+  latent site ``eps_{n}_{t}`` (Eq. 8) and h = u + ε (Eq. 9); then the decoded answer ``y_hat_{n}``, the
+  halting probability ``halt_{n}``, the LPRM value ``value_{n}`` (deterministic sites) and the observed
+  ``y_{n}`` ~ Categorical(f_dec(h)).
+- :meth:`GRAM.guide` — q_φ(τ | x, y): the same loop, ε from the posterior, which also sees y.
 
-Inside :meth:`shared_recursion` the guide records each transition's deterministic part (u, l) and the
-model reuses it when its input state is identical, so an ELBO step computes f_L/f_H once.
+Both serve one supervision step (``carry`` in, carry out: training) and whole trajectories (``n_sup`` steps:
+``Predictive``, ``poutine.trace``, ``condition``, ``do``).  Truncation (Eq. 14, §2.3): within a step the first
+T−1 transitions run without gradient and are masked out of the KL, and β scales the latent sites; one helper
+(``_transition_scope``) enters those for each transition.  ``GRAMConfig.truncated_from`` says where the T−1
+truncated transitions' ε comes from: the posterior (the paper's reading), the prior, or a point mass at the
+prior's mean.  :class:`SharedRecursion` lets the model reuse the guide's f_L / f_H outputs within one ELBO
+evaluation, and :func:`guided_traces` is the guide-trace-then-replay pattern every ELBO evaluation uses.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class GRAM(nn.Module):
         # Fixed initial state z_0: one N(0, I) draw, saved with the checkpoint (App. B.1).
         z0 = torch.randn(2, D, generator=torch.Generator().manual_seed(cfg.seed))
         self.register_buffer("z0", z0)
-        self._cache: dict | None = None
+        self._recursion: SharedRecursion | None = None
         # A per-instance name keeps two models (e.g. GRAM and its baseline) apart in Pyro's param store.
         self.pyro_name = f"gram{next(_NAMES)}"
         self.reset_parameters()
@@ -125,133 +125,189 @@ class GRAM(nn.Module):
         """p_θ(ε_t | u_t); override in a subclass, or pass ``prior=`` (see ``gram_pyro.priors``)."""
         return self.prior(u, t)
 
-    def transition(
-        self, carry: Carry, e_x: torch.Tensor, draw_eps: Callable[[torch.Tensor], torch.Tensor | None], key=None
-    ) -> Carry:
-        """One transition z_{t-1} -> z_t (Eq. 6–9).  ``draw_eps(u)`` samples ε (None: deterministic)."""
-        h, l = carry
-        cached = self._lookup(key, carry)
-        if cached is not None:
-            u, l = cached
-        elif l is None:  # flat looped transformer: one stack, K + 1 applications
+    def transition_prior_mean(self, u: torch.Tensor, t: int) -> torch.Tensor:
+        """The mean of p_θ(ε_t | u_t), what a truncated transition adds under ``truncated_from="prior_mean"``.
+
+        A built-in prior gives it without its σ head (``TransitionPrior.mean``); a subclass that overrides
+        :meth:`transition_prior` gets the mean of the distribution it returns.
+        """
+        if type(self).transition_prior is GRAM.transition_prior:
+            return self.prior.mean(u, t)
+        return self.transition_prior(u, t).mean
+
+    def transition(self, h: torch.Tensor, l: torch.Tensor | None, e_x: torch.Tensor):
+        """The deterministic part of one transition, (h, l) -> (u, l) (Eq. 6–7).
+
+        ``K`` low-level refinements with h fixed (Eq. 6), then the high-level proposal u (Eq. 7).  In ``flat``
+        mode (no l) one stack is applied ``K + 1`` times.  The stochastic step, ε from p_θ(ε | u) (model) or
+        q_φ(ε | u, y) (guide) and h = u + ε (Eq. 8–9), is written out where it is sampled, in :meth:`model`
+        and :meth:`guide`.
+        """
+        if l is None:
             u = h
             for _ in range(self.cfg.K + 1):
                 u = self.f_H(u + e_x)
-        else:
-            for _ in range(self.cfg.K):
-                l = self.f_L(l + h + e_x)  # Eq. 6: low-level refinement with h fixed
-            u = self.f_H(h + l)  # Eq. 7: deterministic high-level proposal
-        self._store(key, carry, (u, l))
-        eps = draw_eps(u)  # Eq. 8: ε ~ p_θ(ε | u) in the model, q_φ(ε | u, y) in the guide
-        return Carry(u if eps is None else u + eps, l)  # Eq. 9: h = u + ε
+            return u, None
+        for _ in range(self.cfg.K):
+            l = self.f_L(l + h + e_x)  # Eq. 6
+        return self.f_H(h + l), l  # Eq. 7
 
-    # ------------------------------------------------------------------ shared recursion cache
+    # ------------------------------------------------------------------ Pyro program
+    def model(self, x, y=None, carry=None, n_sup=None, step_offset=0, beta=None):
+        """p_θ(y, τ | x) (§2.1): ``n_sup`` supervision steps of T transitions, then y given the last h.
+
+        ``y=None`` samples answers (prior rollouts).  Returns the detached carry for the next call.
+        """
+        c = self.cfg
+        n_sup = c.N_sup if n_sup is None else n_sup
+        beta = c.beta if beta is None else beta
+        pyro.module(self.pyro_name, self)
+        e_x = self._encode(x)
+        carry = self.initial_carry(x.shape[:-1]) if carry is None else carry
+        scope = self._transition_scope(beta)
+        with pyro.plate("instance", x.shape[0], dim=-1):
+            for n in range(step_offset, step_offset + n_sup):
+                carry = carry.detach()  # truncated BPTT across supervision steps (§2.3)
+                for t in range(c.T):
+                    with scope(t):
+                        u, l = self._propose((n, t), carry, e_x)
+                        if c.stochastic:
+                            eps = pyro.sample(f"eps_{n}_{t}", self._model_prior(u, n * c.T + t, t == c.T - 1))  # Eq. 8
+                            u = u + eps  # Eq. 9
+                        carry = Carry(u, l)
+                logits = self.decode(carry.h)
+                pyro.deterministic(f"y_hat_{n}", logits.argmax(-1), event_dim=1)
+                with torch.no_grad():  # read-outs of a detached h, [B]: batch dimension only
+                    pyro.deterministic(f"halt_{n}", torch.sigmoid(self.halt_logit(carry.h)), event_dim=0)
+                    pyro.deterministic(f"value_{n}", self.value(carry.h), event_dim=0)
+                if c.deep_supervision or n == step_offset + n_sup - 1:
+                    pyro.sample(f"y_{n}", dist.Categorical(logits=logits).to_event(1), obs=y)  # p_θ(y | z_T^(n))
+        return carry.detach()
+
+    def guide(self, x, y, carry=None, n_sup=None, step_offset=0, beta=None):
+        """q_φ(τ | x, y) (§2.2): the same transitions with ε from the posterior, which also sees y.
+
+        The T−1 truncated transitions of a step draw ε from where ``truncated_from`` says: the posterior (the
+        paper's reading), the prior, or the prior's mean (docs/model.md, "Truncation").
+        """
+        c = self.cfg
+        pyro.module(self.pyro_name, self)
+        if not c.stochastic:  # no latent sites: nothing to guide
+            return None
+        n_sup = c.N_sup if n_sup is None else n_sup
+        beta = c.beta if beta is None else beta
+        e_x = self._encode(x)
+        e_y = self.posterior.target_embedding(y)
+        carry = self.initial_carry(x.shape[:-1]) if carry is None else carry
+        scope = self._transition_scope(beta)
+        with pyro.plate("instance", x.shape[0], dim=-1):
+            for n in range(step_offset, step_offset + n_sup):
+                carry = carry.detach()
+                for t in range(c.T):
+                    with scope(t):
+                        u, l = self._propose((n, t), carry, e_x)
+                        if t == c.T - 1 or c.truncated_from == "posterior":
+                            q = self.posterior(u, e_y)  # q_φ(ε | u, y)
+                        else:
+                            q = self._model_prior(u, n * c.T + t, last=False)
+                        carry = Carry(u + pyro.sample(f"eps_{n}_{t}", q), l)  # Eq. 8–9
+        return carry.detach()
+
+    # ------------------------------------------------------------------ helpers of model and guide
+    def _transition_scope(self, beta: float):
+        """``scope(t)`` enters what transition t of a supervision step runs under (Eq. 14, §2.3).
+
+        Only the last transition (t = T−1) keeps the gradient and its KL; the T−1 before it run without
+        gradient and are masked out of the ELBO (``poutine.mask``).  β scales the latent sites
+        (``poutine.scale``).  Observed sites are outside the scope.
+        """
+        grad = torch.is_grad_enabled()
+
+        @contextlib.contextmanager
+        def scope(t: int):
+            last = t == self.cfg.T - 1
+            with torch.set_grad_enabled(grad and last), poutine.mask(mask=last), poutine.scale(scale=beta):
+                yield
+
+        return scope
+
+    def _model_prior(self, u: torch.Tensor, i: int, last: bool) -> dist.Distribution:
+        """The model's distribution of ε at transition i: p_θ(ε | u), except that with
+        ``truncated_from="prior_mean"`` a truncated transition is a point mass at the prior's mean (no noise)."""
+        if last or self.cfg.truncated_from != "prior_mean":
+            return self._shared("prior", i, u, lambda: self.transition_prior(u, i))
+        mean = self._shared("prior_mean", i, u, lambda: self.transition_prior_mean(u, i))
+        return dist.Delta(mean, event_dim=2)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x) if self._recursion is None else self._recursion.encode(x, self.encode)
+
+    def _propose(self, key, carry: "Carry", e_x: torch.Tensor):
+        compute = lambda: self.transition(carry.h, carry.l, e_x)  # noqa: E731
+        return compute() if self._recursion is None else self._recursion.propose(key, carry, compute)
+
+    def _shared(self, kind: str, i: int, u: torch.Tensor, compute):
+        return compute() if self._recursion is None else self._recursion.prior(kind, i, u, compute)
+
     @contextlib.contextmanager
     def shared_recursion(self):
-        """Within this context the model reuses the guide's (u, l) for identical input states."""
-        self._cache = {}
+        """Within this context the model reuses what the guide computed for the same inputs (:class:`SharedRecursion`)."""
+        self._recursion = SharedRecursion()
         try:
             yield
         finally:
-            self._cache = None
-
-    def _lookup(self, key, carry: Carry):
-        if self._cache is None or key not in self._cache:
-            return None
-        (h0, l0), out = self._cache[key]
-        same = torch.equal(h0, carry.h) and (l0 is None or torch.equal(l0, carry.l))
-        return out if same else None
-
-    def _store(self, key, carry: Carry, out) -> None:
-        if self._cache is not None and key is not None and key not in self._cache:
-            self._cache[key] = (carry, out)
-
-    def _shared_prior(self, u: torch.Tensor, t: int) -> dist.Distribution:
-        """p_θ(ε_t | u_t), computed once per transition inside ``shared_recursion``: when the guide draws a
-        truncated transition from the prior, the model scores the same u (the cached one) with it."""
-        hit = None if self._cache is None else self._cache.get(("prior", t))
-        if hit is not None and hit[0] is u:
-            return hit[1]
-        d = self.transition_prior(u, t)
-        if self._cache is not None:
-            self._cache[("prior", t)] = (u, d)
-        return d
-
-    def _truncated_dist(self, u: torch.Tensor, t: int) -> dist.Distribution:
-        """ε of a truncated (not last) transition in the model, and in the guide unless drawn from the posterior:
-        the prior, or with ``truncated_from="prior_mean"`` a point mass at its mean (no noise there at all)."""
-        d = self._shared_prior(u, t)
-        return dist.Delta(d.mean, event_dim=d.event_dim) if self.cfg.truncated_from == "prior_mean" else d
-
-    def _encode_shared(self, x: torch.Tensor) -> torch.Tensor:
-        if self._cache is not None and "e_x" in self._cache and torch.equal(self._cache["e_x"][0], x):
-            return self._cache["e_x"][1]
-        e_x = self.encode(x)
-        if self._cache is not None:
-            self._cache["e_x"] = (x, e_x)
-        return e_x
-
-    # ------------------------------------------------------------------ Pyro program
-    def _trajectory(self, x, carry, n_sup, step_offset, beta, site_dist, after_step) -> Carry:
-        """Run ``n_sup`` supervision steps of T transitions each; shared by model and guide."""
-        c = self.cfg
-        pyro.module(self.pyro_name, self)
-        e_x = self._encode_shared(x)
-        carry = self.initial_carry(x.shape[:-1]) if carry is None else carry
-        grad = torch.is_grad_enabled()
-        with pyro.plate("instance", x.shape[0], dim=-1):
-            for n in range(step_offset, step_offset + n_sup):
-                carry = carry.detach()  # truncated BPTT across supervision steps
-                for t in range(c.T):
-                    last = t == c.T - 1
-                    name = f"eps_{n}_{t}"
-
-                    def draw(u, n=n, t=t, last=last, name=name):
-                        if not c.stochastic:
-                            return None
-                        with poutine.mask(mask=last), poutine.scale(scale=beta):
-                            return pyro.sample(name, site_dist(u, n * c.T + t, last))
-
-                    with torch.set_grad_enabled(grad and last):
-                        carry = self.transition(carry, e_x, draw, key=(n, t))
-                after_step(n, carry)
-        return carry.detach()
-
-    def model(self, x, y=None, carry=None, n_sup=None, step_offset=0, beta=None):
-        """p_θ(y, τ | x).  ``y=None`` samples answers (prior rollouts); returns the detached carry."""
-        c = self.cfg
-        n_sup = c.N_sup if n_sup is None else n_sup
-        last_step = step_offset + n_sup - 1
-
-        def observe(n, carry):
-            logits = self.decode(carry.h)
-            pyro.deterministic(f"y_hat_{n}", logits.argmax(-1), event_dim=1)
-            with torch.no_grad():
-                pyro.deterministic(f"halt_{n}", torch.sigmoid(self.halt_logit(carry.h)), event_dim=0)  # [B]: batch
-                pyro.deterministic(f"value_{n}", self.value(carry.h), event_dim=0)
-            if c.deep_supervision or n == last_step:
-                pyro.sample(f"y_{n}", dist.Categorical(logits=logits).to_event(1), obs=y)
-
-        beta = c.beta if beta is None else beta
-        prior = lambda u, t, last: self._shared_prior(u, t) if last else self._truncated_dist(u, t)  # noqa: E731
-        return self._trajectory(x, carry, n_sup, step_offset, beta, prior, observe)
-
-    def guide(self, x, y, carry=None, n_sup=None, step_offset=0, beta=None):
-        """q_φ(τ | x, y): the same transitions with ε from the posterior, which also sees y."""
-        c = self.cfg
-        n_sup = c.N_sup if n_sup is None else n_sup
-        beta = c.beta if beta is None else beta
-        if not c.stochastic:  # no latent sites: nothing to guide
-            pyro.module(self.pyro_name, self)
-            return None
-        e_y = self.posterior.target_embedding(y)
-
-        def site_dist(u, t, last):  # truncated transitions: posterior, prior or prior mean (docs/model.md)
-            if last or c.truncated_from == "posterior":
-                return self.posterior(u, e_y)
-            return self._truncated_dist(u, t)
-
-        return self._trajectory(x, carry, n_sup, step_offset, beta, site_dist, lambda n, z: None)
+            self._recursion = None
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class SharedRecursion:
+    """What the model reuses from the guide within one ELBO evaluation (``GRAM.shared_recursion``).
+
+    Model and guide run the same deterministic recursion: the guide goes first (``poutine.replay``), and the
+    model then finds e_x for the same x, (u, l) for transition (n, t) when its input state (h, l) is the one
+    the guide had (it differs after a transition whose ε came from a different distribution), and the
+    prior (or its mean) for the same u object.  So an ELBO step computes f_L / f_H once.
+    """
+
+    def __init__(self):
+        self._x = self._e_x = None
+        self._proposals: dict[tuple[int, int], tuple[Carry, tuple]] = {}
+        self._priors: dict[tuple[str, int], tuple[torch.Tensor, object]] = {}
+
+    def encode(self, x: torch.Tensor, compute: Callable) -> torch.Tensor:
+        if self._x is None or not torch.equal(self._x, x):
+            self._x, self._e_x = x, compute(x)
+        return self._e_x
+
+    def propose(self, key: tuple[int, int], carry: Carry, compute: Callable) -> tuple:
+        hit = self._proposals.get(key)
+        if hit is not None and _same_state(hit[0], carry):
+            return hit[1]
+        out = compute()
+        self._proposals.setdefault(key, (carry, out))
+        return out
+
+    def prior(self, kind: str, i: int, u: torch.Tensor, compute: Callable):
+        hit = self._priors.get((kind, i))
+        if hit is not None and hit[0] is u:
+            return hit[1]
+        out = compute()
+        self._priors[(kind, i)] = (u, out)
+        return out
+
+
+def _same_state(a: Carry, b: Carry) -> bool:
+    return torch.equal(a.h, b.h) and (a.l is None or torch.equal(a.l, b.l))
+
+
+def guided_traces(model: Callable, guide: Callable, *args, **kwargs) -> tuple[poutine.Trace, poutine.Trace]:
+    """(model trace, guide trace): the guide traced, then the model replayed on the guide's ε (§2.2).
+
+    The pattern behind every ELBO evaluation (``gram_pyro.elbo``), the per-instance ELBO of the analysis and
+    the guide accuracy of the benchmarks.
+    """
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return model_trace, guide_trace

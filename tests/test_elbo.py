@@ -132,20 +132,28 @@ def test_shared_recursion_computes_f_L_and_f_H_once(monkeypatch):
 
 @pytest.mark.parametrize("truncated_from", ["prior", "prior_mean"])
 def test_shared_recursion_scores_prior_drawn_transitions_with_the_guides_prior(truncated_from):
-    """With truncated transitions drawn from the prior, the model reuses that distribution (one prior-head call)."""
+    """With truncated transitions drawn from the prior, the model reuses that distribution (one prior-head call
+    per transition); at the prior mean only the μ head runs for them, never the σ head."""
     gram = tiny(T=3, truncated_from=truncated_from)
     x, y = batch()
-    calls = {"n": 0}
-    orig = gram.prior.forward
+    calls = {"forward": 0, "mean": 0, "sigma": 0}
 
-    def counting(u, t):
-        calls["n"] += 1
-        return orig(u, t)
+    def counting(kind, fn):
+        def wrapped(*args):
+            calls[kind] += 1
+            return fn(*args)
+        return wrapped
 
-    gram.prior.forward = counting
+    gram.prior.forward = counting("forward", gram.prior.forward)
+    gram.prior.mean = counting("mean", gram.prior.mean)
+    gram.prior.head.sigma.forward = counting("sigma", gram.prior.head.sigma.forward)
     with gram.shared_recursion():
         TruncatedBalancedELBO().step_terms(gram.model, gram.guide, x, y, n_sup=1)
-    assert calls["n"] == gram.cfg.T  # T−1 truncated draws (guide, reused by the model) + the last transition
+    T = gram.cfg.T
+    if truncated_from == "prior":  # T−1 truncated draws (guide, reused by the model) + the last transition
+        assert calls == {"forward": T, "mean": 0, "sigma": T}
+    else:  # the T−1 means, then the full prior of the last transition in the model
+        assert calls == {"forward": 1, "mean": T - 1, "sigma": 1}
 
 
 def test_full_trajectory_elbo_sums_every_transition():

@@ -70,3 +70,25 @@ def test_unknown_prior_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown prior 'nope'"):
         tiny(prior="nope")
 
+
+
+@pytest.mark.parametrize("prior,args", [("gaussian", ()), ("laplace", ()), ("student_t", (("df", 3.0),)),
+                                        ("sigma_schedule", ())])
+def test_prior_mean_is_the_mean_of_the_prior_distribution(prior, args):
+    """``TransitionPrior.mean`` (the μ head alone, for truncated_from=prior_mean) equals the distribution's mean."""
+    gram = tiny(prior=prior, prior_args=args)
+    torch.nn.init.normal_(gram.prior.head.mu.w2.weight)  # a non-zero μ head
+    u = torch.randn(3, gram.cfg.S, gram.cfg.D)
+    assert torch.allclose(gram.prior.mean(u, 2), gram.prior(u, 2).mean, rtol=1e-6, atol=1e-7)
+
+
+def test_a_prior_with_its_own_forward_gets_the_mean_of_what_it_returns():
+    class Shifted(PRIORS["gaussian"]):
+        def forward(self, u, t):
+            loc, scale = self.head(u)
+            return dist.Normal(loc + 1.0, scale).to_event(2)
+
+    gram = tiny()
+    prior = Shifted(gram.cfg)
+    u = torch.randn(2, gram.cfg.S, gram.cfg.D)
+    assert torch.allclose(prior.mean(u, 0), prior.head.loc(u) + 1.0)
