@@ -34,7 +34,8 @@ from handwritten import handwritten_loss  # noqa: E402
 from gram_pyro import GRAM, prior_rollouts  # noqa: E402
 from gram_cli import setup_runtime  # noqa: E402
 from gram_pyro.runconfig import build_run_config  # noqa: E402
-from gram_pyro.train import BatchNoise, OptimConfig, StepLoss, make_optimizer  # noqa: E402
+from gram_pyro.train import BatchNoise, StepLoss, make_optimizer  # noqa: E402
+from gram_pyro.config import OptimConfig  # noqa: E402
 
 
 def data(args, B=None):
@@ -108,7 +109,7 @@ import resource, sys, torch
 from gram_pyro import GRAM
 from gram_cli import setup_runtime
 from gram_pyro.runconfig import build_run_config
-from gram_pyro.train import OptimConfig
+from gram_pyro.config import OptimConfig
 from gram_pyro.trainer import Trainer
 setup_runtime()
 n_sup, seq, B, name = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

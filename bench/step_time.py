@@ -24,7 +24,7 @@ from common import append_results  # noqa: E402
 
 from gram_pyro import GRAM, preset  # noqa: E402
 from gram_cli import setup_runtime  # noqa: E402
-from gram_pyro.train import OptimConfig  # noqa: E402
+from gram_pyro.config import OptimConfig  # noqa: E402
 from gram_pyro.trainer import Trainer  # noqa: E402
 
 

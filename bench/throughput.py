@@ -37,7 +37,7 @@ from gram_pyro import GRAM, prior_rollouts  # noqa: E402
 from gram_cli import setup_runtime  # noqa: E402
 from gram_cli.api import task_sizes  # noqa: E402
 from gram_pyro.runconfig import build_run_config  # noqa: E402
-from gram_pyro.train import OptimConfig  # noqa: E402
+from gram_pyro.config import OptimConfig  # noqa: E402
 from gram_pyro.trainer import Trainer  # noqa: E402
 
 

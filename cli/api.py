@@ -9,6 +9,7 @@ Datasets are built once and cached as ``.npz`` under ``$GRAM_CACHE`` (default ``
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -32,7 +33,7 @@ from gram_pyro.inference import lprm_best, majority_vote, prior_rollouts
 from gram_pyro.baselines import build_model
 from gram_pyro.model import GRAM
 from gram_pyro.runconfig import ConfigError, RunConfig, build_run_config
-from gram_pyro.trainer import Trainer
+from gram_pyro.trainer import Trainer, resolve_device
 from gram_tasks import Split, Task, TaskInputError
 
 
@@ -132,10 +133,27 @@ def task_sizes(task: Task) -> dict[str, int]:
     return {**sizes, "num_puzzles": task.num_puzzles} if hasattr(task, "num_puzzles") else sizes
 
 
+def with_pair_structure(config: RunConfig, task: Task) -> RunConfig:
+    """With ``model.pair_bias=true`` and no ``model.pair_tokens`` given, fill them and ``pair_token_value`` from
+    the task's ``pair_structure()`` (the attention link bias, gram_pyro/pair_bias.py; issue 16)."""
+    m = config.model
+    if not m.pair_bias or m.pair_tokens:
+        return config
+    if not hasattr(task, "pair_structure"):
+        raise ConfigError(f"model.pair_bias=true, but task {task.name} states no pair structure")
+    links, token = task.pair_structure()
+    try:
+        return dataclasses.replace(config, model=m.replace(pair_tokens=tuple(links), pair_token_value=int(token)))
+    except ValueError as err:
+        raise ConfigError(f"model: {str(err).splitlines()[0]}") from None
+
+
 def choose_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is available")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+    """``train.device`` resolved (gram_pyro.trainer.resolve_device), or a one-line configuration error."""
+    try:
+        return resolve_device(name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 # ------------------------------------------------------------------ runs
@@ -222,7 +240,7 @@ def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), m
     """
     out = Path(out)
     task_obj = tasks.get_task(task)
-    config = build_run_config(task, task_sizes(task_obj), preset, list(sets), mode)
+    config = with_pair_structure(build_run_config(task, task_sizes(task_obj), preset, list(sets), mode), task_obj)
     digest = data_digest(task_obj, data_path)
     runfolder.check(out, config, resume, digest, read_config)
     splits = load_splits(task_obj, config.train.seed, data_path, verbose=progress)
@@ -234,13 +252,11 @@ def fit(task: str, out: str | Path, preset: str = "cpu", sets: list[str] = (), m
     gram = build_model(config.model)
     augment = task_obj.augment if config.train.augment else None
     trainer = Trainer(
-        gram, torch.as_tensor(train.x), torch.as_tensor(train.y), config.optim, seed=config.train.seed,
-        augment=augment, reward_fn=reward_for(task_obj),
+        gram, torch.as_tensor(train.x), torch.as_tensor(train.y), config.optim, config.train, augment=augment,
+        reward_fn=reward_for(task_obj),
         evaluate=make_evaluator(task_obj, splits["test"], config.train.eval_width, config.train.eval_inputs),
-        eval_every=config.train.eval_every, log_path=out / "history.jsonl", checkpoint_path=out / "checkpoint.pt",
-        checkpoint_every=config.train.checkpoint_every, config=config.to_dict(), identity=config.identity_hash(),
-        on_batch=on_batch, progress=progress, device=device, bf16=config.train.bf16,
-        nan_policy=config.train.nan_policy, max_skips=config.train.max_skips)
+        on_batch=on_batch, progress=progress, log_path=out / "history.jsonl", checkpoint_path=out / "checkpoint.pt",
+        config=config.to_dict(), identity=config.identity_hash(), device=device)
     if resume:
         trainer.load_state()  # reads and checks the checkpoint; writes nothing
     if not is_main_process():  # only rank 0 writes the run folder

@@ -9,13 +9,12 @@ import importlib
 # gram_pyro`` does not load torch: the ``gram`` command can then turn a Ctrl-C during start-up into one line
 # (cli/__init__.py; docs/reliability.md, "Hostile input: the rules").
 _EXPORTS = {
-    "gram_pyro.config": ("MODES", "GRAMConfig"),
+    "gram_pyro.config": ("MODES", "GRAMConfig", "OptimConfig", "TrainConfig"),
     "gram_pyro.elbo": ("TruncatedBalancedELBO", "full_trajectory_elbo"),
     "gram_pyro.inference": ("Rollouts", "lprm_best", "majority_vote", "prior_rollouts", "temperature"),
     "gram_pyro.model": ("GRAM", "Carry", "SharedRecursion", "guided_traces"),
     "gram_pyro.priors": ("PRIORS", "TransitionPrior", "register_prior"),
-    "gram_pyro.runconfig": ("TrainConfig", "list_presets", "preset", "run_preset"),
-    "gram_pyro.train": ("OptimConfig",),
+    "gram_pyro.runconfig": ("RunConfig", "list_presets", "preset", "run_preset"),
     "gram_pyro.trainer": ("fit",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -48,6 +47,7 @@ __all__ = [
     "OptimConfig",
     "PRIORS",
     "Rollouts",
+    "RunConfig",
     "SharedRecursion",
     "TrainConfig",
     "TransitionPrior",

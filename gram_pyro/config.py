@@ -1,4 +1,9 @@
-"""Model configuration: a frozen, validated dataclass (gram-paper.md §7).
+"""The configuration of a run: three frozen dataclasses, each validated in ``__post_init__`` (gram-paper.md §7).
+
+:class:`GRAMConfig` the model (``model.*`` keys), :class:`OptimConfig` the optimiser and EMA (``optim.*``),
+:class:`TrainConfig` the training loop (``train.*``).  ``gram_pyro.runconfig`` bundles them as a ``RunConfig`` and
+holds the one preset namespace (``gram_pyro/configs/*.yaml``): ``preset("cpu")`` / ``run_preset("cpu")`` in
+Python are what ``--preset cpu`` trains.
 
 Symbols follow the paper: ``D`` hidden width, ``K`` low-level steps per transition, ``T`` transitions
 per supervision step, ``N_sup`` supervision steps, ``beta`` KL weight, ``alpha`` KL balance.
@@ -68,6 +73,14 @@ class GRAMConfig:
     # Fit the LPRM value head on those prior-carry rows' prior states (what it scores at test time, §3.2)
     # instead of on the guide's states, which nearly always decode the target (issue 16).  Needs prior_carry > 0.
     lprm_on_prior: bool = False
+    # Pair structure (issue 16; not in the paper): attention logits of content positions a, b get a learned
+    # per-head bias w * A[a, b] where the input links them, so the mixer can route by the input (a colouring
+    # needs each vertex to read its neighbours).  ``pair_tokens`` holds (input position p, content position a,
+    # content position b): the token x[..., p] == ``pair_token_value`` links a and b (gram_pyro/pair_bias.py).
+    # ``pair_bias=true`` asks the CLI to fill both from the task; it needs the attention mixer.  Off by default.
+    pair_bias: bool = False
+    pair_tokens: tuple[tuple[int, int, int], ...] = ()
+    pair_token_value: int = 0
     prior: str = "gaussian"
     prior_args: tuple[tuple[str, Any], ...] = ()
     sigma_min: float = 1e-3
@@ -76,6 +89,10 @@ class GRAMConfig:
     guide_only_sigma: float = 1e-3
     beta: float = 0.1
     alpha: float = 0.8
+    # Free bits (Kingma et al. 2016; issue 16, not in the paper, gram-paper.md §2.4): each row's KL of a transition
+    # enters Eq. 14 as max(KL, free_bits) nats, so KL below the budget costs nothing and gets no gradient; the
+    # logged KL stays the plain KL.  0 = the paper's objective.
+    free_bits: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -106,10 +123,32 @@ class GRAMConfig:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+        if not (math.isfinite(self.free_bits) and self.free_bits >= 0):
+            raise ValueError(f"free_bits must be a finite number >= 0 (nats per row), got {self.free_bits}")
         if not 0 < self.sigma_min < self.sigma_init < self.sigma_max < math.inf or not self.guide_only_sigma > 0:
             raise ValueError("need 0 < sigma_min < sigma_init < sigma_max (finite) and guide_only_sigma > 0")
         if self.out_len is not None and not 1 <= self.out_len <= self.n_content:
             raise ValueError(f"out_len must lie in [1, {self.n_content}] (the content tokens), got {self.out_len}")
+        self._check_pairs()
+
+    def _check_pairs(self) -> None:
+        """Pair structure: attention mixer of GRAM only, positions in range (p < seq_len, a != b < n_content)."""
+        if not self.pair_bias:
+            if self.pair_tokens:
+                raise ValueError("pair_tokens needs pair_bias=true (the attention bias that reads them)")
+            return
+        if self.mixer != "attention" or self.family != "gram":
+            raise ValueError("pair_bias biases attention logits: it needs mixer='attention' and family='gram'")
+        if not 0 <= self.pair_token_value < self.vocab_size:
+            raise ValueError(f"pair_token_value must lie in [0, {self.vocab_size}), got {self.pair_token_value}")
+        for link in self.pair_tokens:
+            ok = isinstance(link, tuple) and len(link) == 3 and all(type(i) is int for i in link)
+            if not ok or not (0 <= link[0] < self.seq_len and 0 <= min(link[1:]) and max(link[1:]) < self.n_content
+                              and link[1] != link[2]):
+                raise ValueError(f"pair_tokens entries are (p, a, b) with 0 <= p < {self.seq_len} and "
+                                 f"a != b in [0, {self.n_content}), got {link!r}")
+        if len(set(self.pair_tokens)) != len(self.pair_tokens):
+            raise ValueError("pair_tokens holds a repeated (p, a, b) entry")
 
     def _check_family(self) -> None:
         """A baseline family has no GRAM mode; Looped TF makes one update per trajectory, Direct Pred and AR one step."""
@@ -145,3 +184,68 @@ class GRAMConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW, warm-up, clipping and EMA settings (gram-paper.md §7; betas (0.9, 0.95) as TRM, ❓ in GRAM).
+
+    ``ema_decay`` > 0 keeps an exponential moving average of the weights, updated after every optimiser
+    step; evaluation and the final model use the EMA weights (the paper evaluates with them).  The defaults
+    are the ``cpu`` run preset's optimiser (gram_pyro/configs/cpu.yaml); ``run_preset("paper")`` has the paper's.
+    """
+
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip: float = 1.0
+    warmup: int = 10
+    batch_size: int = 64
+    ema_decay: float = 0.98
+    # The puzzle embeddings' sparse sign-SGD (gram_pyro/puzzle_embedding.py; TRM's ARC values): its own lr,
+    # with the same warm-up, and decoupled weight decay on the rows each update touches.
+    puzzle_lr: float = 1e-2
+    puzzle_weight_decay: float = 0.1
+
+    def __post_init__(self):
+        if not (math.isfinite(self.puzzle_lr) and self.puzzle_lr > 0 and math.isfinite(self.puzzle_weight_decay)
+                and self.puzzle_weight_decay >= 0):
+            raise ValueError("need finite puzzle_lr > 0 and puzzle_weight_decay >= 0")
+        finite = all(math.isfinite(v) for v in (self.lr, self.weight_decay, self.clip))
+        if not finite or not self.lr > 0 or self.weight_decay < 0 or not self.clip > 0 or self.warmup < 0:
+            raise ValueError("need finite lr > 0, weight_decay >= 0, clip > 0 and warmup >= 0")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training-loop settings: length, evaluation and checkpoint cadence, seed and device."""
+
+    batches: int = 200  # each batch is N_sup optimiser updates (one per supervision step)
+    eval_every: int = 50  # batches between prior-rollout evaluations (0 = only at the end)
+    eval_width: int = 20  # trajectories per input in those evaluations
+    eval_inputs: int = 200  # held-out inputs used in those evaluations
+    checkpoint_every: int = 50  # batches between checkpoints (one is always written at the end)
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = False  # bf16 autocast, CUDA only
+    nan_policy: str = "stop"  # on a NaN/Inf loss or gradient: stop (last checkpoint intact) or skip the update
+    max_skips: int = 10  # with nan_policy=skip: stop after this many skipped updates
+
+    def __post_init__(self):
+        if self.nan_policy not in ("stop", "skip"):
+            raise ValueError(f"config key train.nan_policy expects stop or skip, got {self.nan_policy!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"config key train.device expects auto, cpu or cuda, got {self.device!r}")
+        for key in ("batches", "eval_width", "eval_inputs"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"config key train.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("eval_every", "checkpoint_every", "seed", "max_skips"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"config key train.{key} must be >= 0, got {getattr(self, key)}")

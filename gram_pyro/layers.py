@@ -53,23 +53,42 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * freqs).flatten(-2).type_as(x)
 
 
-class Attention(nn.Module):
-    """Non-causal multi-head self-attention with RoPE (no biases), via scaled_dot_product_attention."""
+PAIR_WEIGHT_INIT = 1.0
+"""Initial per-head weight of the link bias: at init a linked key gets e ≈ 2.7 times its plain attention weight,
+so routing by the input starts at the first update instead of after w has grown from 0 (issue 16)."""
 
-    def __init__(self, D: int, n_heads: int, S: int):
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention with RoPE (no biases), via scaled_dot_product_attention.
+
+    With ``pair_bias`` the logits get ``w_head * A`` for a link matrix A [..., S, S] passed to ``forward``
+    (gram_pyro/pair_bias.py; issue 16, not in the paper): one learned scalar per head.
+    """
+
+    def __init__(self, D: int, n_heads: int, S: int, pair_bias: bool = False):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, D // n_heads
         self.qkv = nn.Linear(D, 3 * D, bias=False)
         self.out = nn.Linear(D, D, bias=False)
         self.register_buffer("freqs", rope_freqs(S, self.head_dim)[:, None, None, :], persistent=False)
+        self.pair_weight = nn.Parameter(torch.full((n_heads,), PAIR_WEIGHT_INIT)) if pair_bias else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
         lead, (S, D) = x.shape[:-2], x.shape[-2:]
         qkv = self.qkv(x.reshape(-1, S, D)).view(-1, S, 3, self.n_heads, self.head_dim)
         qk = apply_rope(qkv[:, :, :2], self.freqs)  # q and k rotated together: [B, S, 2, H, hd]
         q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
-        o = F.scaled_dot_product_attention(q, k, v)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=self._logit_bias(attn_bias, lead, S, q.dtype))
         return self.out(o.transpose(1, 2).reshape(*lead, S, D))
+
+    def _logit_bias(self, links: torch.Tensor | None, lead: torch.Size, S: int, dtype) -> torch.Tensor | None:
+        """``w_head * A`` as a float attention mask [B, H, S, S]; A broadcasts to x's leading dimensions."""
+        if links is None:
+            return None
+        if self.pair_weight is None:
+            raise ValueError("a link matrix was passed to an attention layer built without pair_bias")
+        A = links.expand(*lead, S, S).reshape(-1, 1, S, S)
+        return (A * self.pair_weight.view(1, -1, 1, 1)).to(dtype)
 
 
 class SequenceMLP(nn.Module):
@@ -84,23 +103,35 @@ class SequenceMLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Post-norm block: token mixer then SwiGLU channel MLP, each followed by a gain-free RMSNorm."""
+    """Post-norm block: token mixer then SwiGLU channel MLP, each followed by a gain-free RMSNorm.
 
-    def __init__(self, D: int, D_h: int, S: int, mixer: str, n_heads: int, seq_hidden: int):
+    ``pair_bias`` (attention mixer only) gives the attention a learned link-bias weight per head; ``forward``'s
+    ``attn_bias`` is then the link matrix A [..., S, S] of ``gram_pyro.pair_bias.link_matrix`` (or None).
+    """
+
+    def __init__(self, D: int, D_h: int, S: int, mixer: str, n_heads: int, seq_hidden: int, pair_bias: bool = False):
         super().__init__()
-        self.mixer = Attention(D, n_heads, S) if mixer == "attention" else SequenceMLP(S, seq_hidden)
+        if pair_bias and mixer != "attention":
+            raise ValueError("pair_bias needs the attention mixer (the sequence MLP has no logits to bias)")
+        self.mixer = Attention(D, n_heads, S, pair_bias) if mixer == "attention" else SequenceMLP(S, seq_hidden)
         self.mlp = SwiGLU(D, D_h)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = rms_norm(x + self.mixer(x))
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = rms_norm(x + (self.mixer(x) if attn_bias is None else self.mixer(x, attn_bias)))
         return rms_norm(x + self.mlp(x))
 
 
 class Stack(nn.Sequential):
-    """``n_layers`` blocks: the architecture shared by f_L and f_H (gram-paper.md §1.4)."""
+    """``n_layers`` blocks: the architecture shared by f_L and f_H (gram-paper.md §1.4); ``attn_bias`` (the link
+    matrix A, or None) reaches every block's attention."""
 
     def __init__(self, n_layers: int, **block_kwargs):
         super().__init__(*[Block(**block_kwargs) for _ in range(n_layers)])
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        for block in self:
+            x = block(x, attn_bias)
+        return x
 
 
 def lecun_init_(module: nn.Module) -> None:
@@ -111,3 +142,5 @@ def lecun_init_(module: nn.Module) -> None:
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+        elif isinstance(m, Attention) and m.pair_weight is not None:
+            nn.init.constant_(m.pair_weight, PAIR_WEIGHT_INIT)

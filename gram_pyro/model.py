@@ -33,6 +33,7 @@ from torch import nn
 
 from gram_pyro.config import GRAMConfig
 from gram_pyro.layers import Stack, SwiGLU, lecun_init_
+from gram_pyro.pair_bias import link_matrix
 from gram_pyro.priors import GaussianPosterior, LocScaleHead, TransitionPrior, build_prior
 from gram_pyro.puzzle_embedding import PuzzleEmbedding
 
@@ -56,7 +57,8 @@ class GRAM(nn.Module):
         super().__init__()
         self.cfg = cfg
         D, S = cfg.D, cfg.S
-        block = dict(D=D, D_h=cfg.D_h, S=S, mixer=cfg.mixer, n_heads=cfg.n_heads, seq_hidden=cfg.seq_hidden)
+        block = dict(D=D, D_h=cfg.D_h, S=S, mixer=cfg.mixer, n_heads=cfg.n_heads, seq_hidden=cfg.seq_hidden,
+                     pair_bias=cfg.pair_bias)
         # Encoder e_x (Eq. 1): token embedding x sqrt(D), prefix tokens, RoPE inside attention.
         self.embed = nn.Embedding(cfg.vocab_size, D)
         self.prefix = nn.Parameter(torch.zeros(cfg.n_prefix, D))
@@ -135,22 +137,23 @@ class GRAM(nn.Module):
             return self.prior.mean(u, t)
         return self.transition_prior(u, t).mean
 
-    def transition(self, h: torch.Tensor, l: torch.Tensor | None, e_x: torch.Tensor):
+    def transition(self, h: torch.Tensor, l: torch.Tensor | None, e_x: torch.Tensor, links: torch.Tensor | None = None):
         """The deterministic part of one transition, (h, l) -> (u, l) (Eq. 6–7).
 
         ``K`` low-level refinements with h fixed (Eq. 6), then the high-level proposal u (Eq. 7).  In ``flat``
         mode (no l) one stack is applied ``K + 1`` times.  The stochastic step, ε from p_θ(ε | u) (model) or
         q_φ(ε | u, y) (guide) and h = u + ε (Eq. 8–9), is written out where it is sampled, in :meth:`model`
-        and :meth:`guide`.
+        and :meth:`guide`.  ``links`` is the input's link matrix for a pair-biased attention (``model.pair_bias``,
+        gram_pyro/pair_bias.py; None otherwise).
         """
         if l is None:
             u = h
             for _ in range(self.cfg.K + 1):
-                u = self.f_H(u + e_x)
+                u = self.f_H(u + e_x, links)
             return u, None
         for _ in range(self.cfg.K):
-            l = self.f_L(l + h + e_x)  # Eq. 6
-        return self.f_H(h + l), l  # Eq. 7
+            l = self.f_L(l + h + e_x, links)  # Eq. 6
+        return self.f_H(h + l, links), l  # Eq. 7
 
     # ------------------------------------------------------------------ Pyro program
     def model(self, x, y=None, carry=None, n_sup=None, step_offset=0, beta=None):
@@ -162,7 +165,7 @@ class GRAM(nn.Module):
         n_sup = c.N_sup if n_sup is None else n_sup
         beta = c.beta if beta is None else beta
         pyro.module(self.pyro_name, self)
-        e_x = self._encode(x)
+        e_x, links = self._encode(x)
         carry = self.initial_carry(x.shape[:-1]) if carry is None else carry
         scope = self._transition_scope(beta)
         with pyro.plate("instance", x.shape[0], dim=-1):
@@ -170,7 +173,7 @@ class GRAM(nn.Module):
                 carry = carry.detach()  # truncated BPTT across supervision steps (§2.3)
                 for t in range(c.T):
                     with scope(t):
-                        u, l = self._propose((n, t), carry, e_x)
+                        u, l = self._propose((n, t), carry, e_x, links)
                         if c.stochastic:
                             eps = pyro.sample(f"eps_{n}_{t}", self._model_prior(u, n * c.T + t, t == c.T - 1))  # Eq. 8
                             u = u + eps  # Eq. 9
@@ -196,7 +199,7 @@ class GRAM(nn.Module):
             return None
         n_sup = c.N_sup if n_sup is None else n_sup
         beta = c.beta if beta is None else beta
-        e_x = self._encode(x)
+        e_x, links = self._encode(x)
         e_y = self.posterior.target_embedding(y)
         carry = self.initial_carry(x.shape[:-1]) if carry is None else carry
         scope = self._transition_scope(beta)
@@ -205,7 +208,7 @@ class GRAM(nn.Module):
                 carry = carry.detach()
                 for t in range(c.T):
                     with scope(t):
-                        u, l = self._propose((n, t), carry, e_x)
+                        u, l = self._propose((n, t), carry, e_x, links)
                         if t == c.T - 1 or c.truncated_from == "posterior":
                             q = self.posterior(u, e_y)  # q_φ(ε | u, y)
                         else:
@@ -239,11 +242,13 @@ class GRAM(nn.Module):
         mean = self._shared("prior_mean", i, u, lambda: self.transition_prior_mean(u, i))
         return dist.Delta(mean, event_dim=2)
 
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x) if self._recursion is None else self._recursion.encode(x, self.encode)
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(e_x, the link matrix of a pair-biased attention or None), once per x inside ``shared_recursion``."""
+        compute = lambda x: (self.encode(x), link_matrix(x, self.cfg))  # noqa: E731
+        return compute(x) if self._recursion is None else self._recursion.encode(x, compute)
 
-    def _propose(self, key, carry: "Carry", e_x: torch.Tensor):
-        compute = lambda: self.transition(carry.h, carry.l, e_x)  # noqa: E731
+    def _propose(self, key, carry: "Carry", e_x: torch.Tensor, links: torch.Tensor | None):
+        compute = lambda: self.transition(carry.h, carry.l, e_x, links)  # noqa: E731
         return compute() if self._recursion is None else self._recursion.propose(key, carry, compute)
 
     def _shared(self, kind: str, i: int, u: torch.Tensor, compute):
@@ -276,7 +281,7 @@ class SharedRecursion:
         self._proposals: dict[tuple[int, int], tuple[Carry, tuple]] = {}
         self._priors: dict[tuple[str, int], tuple[torch.Tensor, object]] = {}
 
-    def encode(self, x: torch.Tensor, compute: Callable) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, compute: Callable):
         if self._x is None or not torch.equal(self._x, x):
             self._x, self._e_x = x, compute(x)
         return self._e_x

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from gram_pyro.config import GRAMConfig
-from gram_pyro.layers import SwiGLU
+from gram_pyro.layers import SwiGLU, lecun_init_
+from gram_pyro.lowrank import LowRankSequenceNormal
 
 
 class LocScaleHead(nn.Module):
@@ -52,9 +53,13 @@ class LocScaleHead(nn.Module):
             nn.init.zeros_(self.sigma.w2.weight)
             nn.init.constant_(self.sigma.w2.bias, math.log(frac / (1 - frac)))
 
+    def loc(self, v: torch.Tensor) -> torch.Tensor:
+        """μ(v) alone (no σ head): what a prior-mean transition needs."""
+        return self.mu(v) if self.mu is not None else torch.zeros_like(v)
+
     def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.cfg
-        loc = self.mu(v) if self.mu is not None else torch.zeros_like(v)
+        loc = self.loc(v)
         if self.sigma is None:
             return loc, torch.full_like(v, c.guide_only_sigma)
         return loc, c.sigma_min + (c.sigma_max - c.sigma_min) * torch.sigmoid(self.sigma(v))
@@ -70,6 +75,10 @@ class TransitionPrior(nn.Module):
     def forward(self, u: torch.Tensor, t: int) -> dist.Distribution:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def mean(self, u: torch.Tensor, t: int) -> torch.Tensor:
+        """The mean of ``forward(u, t)`` (``truncated_from="prior_mean"``); override when it is cheaper."""
+        return self(u, t).mean
+
 
 class GaussianPrior(TransitionPrior):
     """The paper's prior: ε ~ N(μ_θ(u), σ_θ(u)² I) (Eq. 8)."""
@@ -81,6 +90,13 @@ class GaussianPrior(TransitionPrior):
     def forward(self, u: torch.Tensor, t: int) -> dist.Distribution:
         loc, scale = self.head(u)
         return dist.Normal(loc, scale).to_event(2)
+
+    def mean(self, u: torch.Tensor, t: int) -> torch.Tensor:
+        """μ_θ(u) without the σ head, for the built-in families centred at it (the Student-t's centre, its mean
+        for df > 1); a subclass with its own ``forward`` gets the mean of what that returns."""
+        if type(self).forward in _CENTRED_AT_LOC:
+            return self.head.loc(u)
+        return super().mean(u, t)
 
 
 class LaplacePrior(GaussianPrior):
@@ -118,6 +134,9 @@ class SigmaSchedulePrior(GaussianPrior):
     def forward(self, u: torch.Tensor, t: int) -> dist.Distribution:
         loc, scale = self.head(u)
         return dist.Normal(loc, scale * self.schedule(t)).to_event(2)
+
+
+_CENTRED_AT_LOC = {GaussianPrior.forward, LaplacePrior.forward, StudentTPrior.forward, SigmaSchedulePrior.forward}
 
 
 class GaussianPosterior(nn.Module):
@@ -163,3 +182,37 @@ def build_prior(cfg: GRAMConfig) -> TransitionPrior:
     if cfg.prior not in PRIORS:
         raise ValueError(f"unknown prior {cfg.prior!r}; registered: {', '.join(sorted(PRIORS))}")
     return PRIORS[cfg.prior](cfg, **dict(cfg.prior_args))
+
+
+@register_prior("lowrank")
+class LowRankPrior(GaussianPrior):
+    """Correlated noise (issue 16): ε ~ N(μ_θ(u), diag(σ_θ(u)²) + W_θ(u) W_θ(u)ᵀ) over the flat [S, D] event.
+
+    μ and σ are the Gaussian prior's heads (§1.2, Eq. 8); W [S·D, ``rank``] is ``gain`` × a per-token linear map
+    of u (token s gives W's rows for its D channels), so a draw ε = μ + σ ⊙ ξ + W z shares the r coordinates of z
+    across all positions: one draw can pick a joint answer.  ``gain`` is a learned scalar starting at
+    ``factor_init`` (W's entries start with std ≈ ``factor_init``, the shared part's per-element std
+    √rank·factor_init ≈ σ_init = 0.1 at the defaults); W = 0 would be a stationary point of the KL, so it is not
+    zero-initialised.  KL against the diagonal posterior is analytic (``gram_pyro.lowrank``).
+    """
+
+    def __init__(self, cfg: GRAMConfig, rank: int = 8, factor_init: float = 0.03):
+        super().__init__(cfg)
+        if int(rank) != rank or rank < 1 or not (math.isfinite(factor_init) and factor_init > 0):
+            raise ValueError(f"lowrank needs an integer rank >= 1 and factor_init > 0, got {rank}, {factor_init}")
+        self.rank = int(rank)
+        self.factor = nn.Linear(cfg.D, cfg.D * self.rank)
+        lecun_init_(self.factor)  # the init GRAM gives every Linear; the gain sets the scale
+        self.gain = nn.Parameter(torch.tensor(float(factor_init)))
+
+    def cov_factor(self, u: torch.Tensor) -> torch.Tensor:
+        """W_θ(u): [..., S, D] -> [..., S, D, rank]."""
+        return self.gain * self.factor(u).unflatten(-1, (self.cfg.D, self.rank))
+
+    def forward(self, u: torch.Tensor, t: int) -> dist.Distribution:
+        loc, scale = self.head(u)
+        return LowRankSequenceNormal(loc, self.cov_factor(u), scale.pow(2))
+
+    def mean(self, u: torch.Tensor, t: int) -> torch.Tensor:
+        """μ_θ(u): the mean, without the σ and W heads."""
+        return self.head.loc(u)

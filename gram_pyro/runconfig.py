@@ -26,42 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gram_pyro.config import GRAMConfig
-from gram_pyro.train import OptimConfig
+from gram_pyro.config import GRAMConfig, OptimConfig, TrainConfig
 from gram_pyro.validation import ConfigError, check_run_limits, check_types, load_structured
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training-loop settings: length, evaluation and checkpoint cadence, seed and device."""
-
-    batches: int = 200  # each batch is N_sup optimiser updates (one per supervision step)
-    eval_every: int = 50  # batches between prior-rollout evaluations (0 = only at the end)
-    eval_width: int = 20  # trajectories per input in those evaluations
-    eval_inputs: int = 200  # held-out inputs used in those evaluations
-    checkpoint_every: int = 50  # batches between checkpoints (one is always written at the end)
-    augment: bool = True
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    bf16: bool = False  # bf16 autocast, CUDA only
-    nan_policy: str = "stop"  # on a NaN/Inf loss or gradient: stop (last checkpoint intact) or skip the update
-    max_skips: int = 10  # with nan_policy=skip: stop after this many skipped updates
-
-    def __post_init__(self):
-        if self.nan_policy not in ("stop", "skip"):
-            raise ValueError(f"config key train.nan_policy expects stop or skip, got {self.nan_policy!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"config key train.device expects auto, cpu or cuda, got {self.device!r}")
-        for key in ("batches", "eval_width", "eval_inputs"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"config key train.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("eval_every", "checkpoint_every", "seed", "max_skips"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"config key train.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -105,7 +75,7 @@ class RunConfig:
 
 
 def _plain(obj) -> dict[str, Any]:
-    return {k: list(map(list, v)) if k == "prior_args" else (list(v) if isinstance(v, tuple) else v)
+    return {k: list(map(list, v)) if k in ("prior_args", "pair_tokens") else (list(v) if isinstance(v, tuple) else v)
             for k, v in dataclasses.asdict(obj).items()}
 
 
@@ -183,16 +153,27 @@ def _coerce(key: str, value: Any, hint) -> Any:
                 if any(len(kv) != 2 or not str(kv[0]).isidentifier() for kv in items):
                     raise ValueError
                 return tuple((str(k), _number(v)) for k, v in items)
+            if key.rsplit(".", 1)[-1] == "pair_tokens":  # "p:a:b,p:a:b" or a list of [p, a, b]
+                return tuple(_int_triple(i) for i in items)
             return tuple(float(i) for i in items)
     except (ValueError, TypeError):
         pass
-    kind = "name=value pairs" if key.endswith("prior_args") else getattr(hint, "__name__", str(hint))
+    kind = {"prior_args": "name=value pairs", "pair_tokens": "p:a:b integer triples"}.get(
+        key.rsplit(".", 1)[-1], getattr(hint, "__name__", str(hint)))
     raise ConfigError(f"config key {key} expects {kind}, got {value!r}")
 
 
 # The strict grammar of numbers in presets and --set (ASCII only: no "1_000", no full-width digits).
 _INT = re.compile(r"-?[0-9]{1,30}")
 _FLOAT = re.compile(r"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|inf|infinity|nan)", re.I)
+
+
+def _int_triple(item: Any) -> tuple[int, int, int]:
+    """One ``model.pair_tokens`` entry, ``"p:a:b"`` or ``[p, a, b]``, as three ints (ValueError otherwise)."""
+    parts = item if isinstance(item, (list, tuple)) else str(item).split(":")
+    if len(parts) != 3 or any(isinstance(v, (bool, float)) or not _INT.fullmatch(str(v).strip()) for v in parts):
+        raise ValueError
+    return tuple(int(str(v).strip()) for v in parts)
 
 
 def _number(v: Any) -> Any:

@@ -15,8 +15,6 @@ a run's randomness depends on the seed and step only — not on the number of pr
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -26,44 +24,9 @@ from pyro.distributions import Independent, Normal
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
+from gram_pyro.config import OptimConfig
 from gram_pyro.elbo import TruncatedBalancedELBO
 from gram_pyro.model import GRAM, Carry
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """AdamW, warm-up, clipping and EMA settings (gram-paper.md §7; betas (0.9, 0.95) as TRM, ❓ in GRAM).
-
-    ``ema_decay`` > 0 keeps an exponential moving average of the weights, updated after every optimiser
-    step; evaluation and the final model use the EMA weights (the paper evaluates with them).  The defaults
-    are the ``cpu`` run preset's optimiser (gram_pyro/configs/cpu.yaml); ``run_preset("paper")`` has the paper's.
-    """
-
-    lr: float = 2e-3
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    clip: float = 1.0
-    warmup: int = 10
-    batch_size: int = 64
-    ema_decay: float = 0.98
-    # The puzzle embeddings' sparse sign-SGD (gram_pyro/puzzle_embedding.py; TRM's ARC values): its own lr,
-    # with the same warm-up, and decoupled weight decay on the rows each update touches.
-    puzzle_lr: float = 1e-2
-    puzzle_weight_decay: float = 0.1
-
-    def __post_init__(self):
-        if not (math.isfinite(self.puzzle_lr) and self.puzzle_lr > 0 and math.isfinite(self.puzzle_weight_decay)
-                and self.puzzle_weight_decay >= 0):
-            raise ValueError("need finite puzzle_lr > 0 and puzzle_weight_decay >= 0")
-        finite = all(math.isfinite(v) for v in (self.lr, self.weight_decay, self.clip))
-        if not finite or not self.lr > 0 or self.weight_decay < 0 or not self.clip > 0 or self.warmup < 0:
-            raise ValueError("need finite lr > 0, weight_decay >= 0, clip > 0 and warmup >= 0")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
 
 
 class EMA:

@@ -12,6 +12,8 @@ processes reproduce one process on the same global batch.  Multi-process trainin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import json
 import math
 import time
@@ -28,7 +30,9 @@ from tqdm import tqdm
 from gram_pyro import checkpoint
 from gram_pyro.elbo import full_trajectory_elbo
 from gram_pyro.model import GRAM
-from gram_pyro.train import EMA, BatchNoise, OptimConfig, StepLoss, exact_match, make_optimizer
+from gram_pyro.config import TrainConfig
+from gram_pyro.train import EMA, BatchNoise, StepLoss, exact_match, make_optimizer
+from gram_pyro.config import OptimConfig
 
 
 class NonFiniteError(FloatingPointError, ValueError):
@@ -53,40 +57,64 @@ def _rng_kept():
         random.setstate(states[2])
 
 
+def resolve_device(name: str) -> torch.device:
+    """``train.device``: ``auto`` is CUDA when available, else the CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
 def derive_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (seed, stream, counter)."""
+    """A well-mixed 63-bit seed from integers (seed, :class:`Stream`, counter)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-class Trainer:
-    """Train ``gram`` on tensors ``x`` [n, seq_len], ``y`` [n, L_out].
+class Stream(enum.IntEnum):
+    """The named random streams of a run.  Each draw is seeded by (``train.seed``, stream, counter), so it depends
+    on the seed and the counters only: not on the number of processes, nor on a resume (docs/reliability.md,
+    "Determinism")."""
 
-    Optional: ``augment(x, y, rng)`` on numpy arrays; ``reward_fn(x, y_hat, y)`` for the halt/LPRM heads;
-    ``evaluate(gram) -> dict`` called every ``eval_every`` batches with the EMA weights (prior-rollout
-    metrics); ``log_path`` (JSONL, one record per update and per evaluation); ``checkpoint_path`` written
-    every ``checkpoint_every`` batches; ``config``/``identity`` stored in checkpoints; ``on_batch(record)``.
+    BATCH_ORDER = 1  # the permutation of the training rows, per epoch
+    AUGMENT = 2  # the task's augmentation, per batch
+    GUIDE_NOISE = 3  # the guide's ε for the whole global batch (BatchNoise), per optimiser update
+    EVALUATION = 4  # the prior rollouts of an evaluation, per evaluation
+
+
+IN_MEMORY = TrainConfig(eval_every=0, checkpoint_every=0)
+"""The training settings :class:`Trainer` uses when given none: no periodic evaluation and no periodic checkpoint."""
+
+
+class Trainer:
+    """Train ``gram`` on tensors ``x`` [n, seq_len], ``y`` [n, L_out], built from its configurations.
+
+    ``optim`` (:class:`OptimConfig`) sets the optimiser, batch size and EMA; ``train`` (:class:`TrainConfig`) the
+    seed, evaluation and checkpoint cadence, device, bf16 and NaN policy (``train.batches`` is the length
+    ``gram train`` asks of :meth:`run`).  Hooks: ``augment(x, y, rng)`` on numpy arrays; ``reward_fn(x, y_hat, y)``
+    for the halt/LPRM heads; ``evaluate(gram) -> dict``, called every ``train.eval_every`` batches with the EMA
+    weights (prior-rollout metrics); ``on_batch(record)``.  Files: ``log_path`` (JSONL, one record per update and
+    per evaluation), ``checkpoint_path`` (written every ``train.checkpoint_every`` batches and at the end), with
+    ``config`` and ``identity`` stored in each checkpoint.  ``device`` overrides ``train.device`` (the CLI passes
+    each process's own device).
     """
 
-    def __init__(self, gram: GRAM, x: torch.Tensor, y: torch.Tensor, oc: OptimConfig, *, seed: int = 0,
-                 augment: Callable | None = None, reward_fn: Callable = exact_match,
-                 evaluate: Callable[[GRAM], dict] | None = None, eval_every: int = 0,
-                 log_path: str | Path | None = None, checkpoint_path: str | Path | None = None,
-                 checkpoint_every: int = 0, config: dict | None = None, identity: str | None = None,
+    def __init__(self, gram: GRAM, x: torch.Tensor, y: torch.Tensor, optim: OptimConfig,
+                 train: TrainConfig = IN_MEMORY, *, augment: Callable | None = None,
+                 reward_fn: Callable = exact_match, evaluate: Callable[[GRAM], dict] | None = None,
                  on_batch: Callable[[dict], None] | None = None, progress: bool = False,
-                 device: str | torch.device = "cpu", bf16: bool = False, nan_policy: str = "stop",
-                 max_skips: int = 10):
-        self.device = torch.device(device)
+                 log_path: str | Path | None = None, checkpoint_path: str | Path | None = None,
+                 config: dict | None = None, identity: str | None = None, device: torch.device | None = None):
+        self.device = resolve_device(train.device) if device is None else torch.device(device)
         self.gram = gram.to(self.device)
         self.x, self.y = x, y
-        self.oc, self.seed = oc, seed
+        self.oc, self.tc, self.seed = optim, train, train.seed
         self.augment, self.reward_fn, self.evaluate = augment, reward_fn, evaluate
-        self.eval_every, self.checkpoint_every = eval_every, checkpoint_every
+        self.eval_every, self.checkpoint_every = train.eval_every, train.checkpoint_every
         self.log_path = Path(log_path) if log_path else None
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.config, self.identity = config, identity
-        self.on_batch, self.progress, self.bf16 = on_batch, progress, bf16 and self.device.type == "cuda"
+        self.on_batch, self.progress, self.bf16 = on_batch, progress, train.bf16 and self.device.type == "cuda"
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        self.global_batch = min(oc.batch_size, len(x))
+        self.global_batch = min(optim.batch_size, len(x))
         if self.global_batch % self.world:
             raise ValueError(f"batch size {self.global_batch} is not divisible by {self.world} processes")
         self.step_loss = StepLoss(self.gram, gram.cfg.alpha)
@@ -94,14 +122,12 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.module = torch.nn.parallel.DistributedDataParallel(self.step_loss, device_ids=ids)
-        self.opt, self.sched = make_optimizer(self.gram, oc)
-        self.ema = EMA(self.gram, oc.ema_decay) if oc.ema_decay > 0 else None
+        self.opt, self.sched = make_optimizer(self.gram, optim)
+        self.ema = EMA(self.gram, optim.ema_decay) if optim.ema_decay > 0 else None
         self.batch = 0  # batches completed
         self.step = 0  # optimiser updates completed
         self.batch_records: list[dict] = []
-        if nan_policy not in ("stop", "skip"):
-            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
-        self.nan_policy, self.max_skips, self.skipped = nan_policy, max_skips, 0
+        self.nan_policy, self.max_skips, self.skipped = train.nan_policy, train.max_skips, 0
 
     # ------------------------------------------------------------------ data
     def batch_rows(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,11 +135,11 @@ class Trainer:
         n, B = len(self.x), self.global_batch
         per_epoch = n // B
         epoch, i = divmod(b, per_epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.seed, 1, epoch)))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.seed, Stream.BATCH_ORDER, epoch)))
         idx = perm[i * B : (i + 1) * B]
         xb, yb = self.x[idx], self.y[idx]
         if self.augment is not None:
-            xa, ya = self.augment(xb.numpy(), yb.numpy(), np.random.default_rng([self.seed, 2, b]))
+            xa, ya = self.augment(xb.numpy(), yb.numpy(), np.random.default_rng([self.seed, Stream.AUGMENT, b]))
             xb, yb = torch.as_tensor(xa), torch.as_tensor(ya)
         local = B // self.world
         rows = slice(self.rank * local, (self.rank + 1) * local)
@@ -122,7 +148,7 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def _update(self, xb, yb, carry, n: int):
         t0, c0 = time.perf_counter(), time.process_time()
-        gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, 3, self.step))
+        gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, Stream.GUIDE_NOISE, self.step))
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with BatchNoise(gen, self.global_batch, self.rank * len(xb)), autocast:
             loss, stats, carry, _ = self.module(xb, yb, carry, n, self.reward_fn)
@@ -233,7 +259,7 @@ class Trainer:
             return {}
         rec = {"kind": "eval", "step": self.step, "batch": self.batch - 1}
         with _rng_kept():  # the evaluation's own seed; training continues from the RNG state saved just before
-            pyro.set_rng_seed(derive_seed(self.seed, 4, self.step) % 2**32)
+            pyro.set_rng_seed(derive_seed(self.seed, Stream.EVALUATION, self.step) % 2**32)
             self._evaluate_into(rec)
         self._log(rec)
         return rec
@@ -315,7 +341,8 @@ def fit(gram: GRAM, x: torch.Tensor, y: torch.Tensor, num_batches: int, oc: Opti
     ``augment(x, y, rng) -> (x, y)`` on numpy arrays; ``on_log(record)`` sees every batch summary.  The
     model holds the EMA weights afterwards when ``oc.ema_decay`` > 0.
     """
-    trainer = Trainer(gram, x, y, oc, seed=seed, augment=augment, reward_fn=reward_fn, on_batch=on_log)
+    train = dataclasses.replace(IN_MEMORY, seed=seed)
+    trainer = Trainer(gram, x, y, oc, train, augment=augment, reward_fn=reward_fn, on_batch=on_log)
     trainer.run(num_batches)
     trainer.finalize()
     return trainer.batch_records

@@ -31,6 +31,7 @@ import numpy as np
 from gram_tasks import register
 from gram_tasks.base import Split, Task, TaskInputError
 from gram_tasks.dimacs import parse_dimacs, read_dimacs
+from gram_tasks.graph_pairs import edge_links
 
 COLOURS = 3
 NO_EDGE, EDGE, FIRST_COLOUR, VERTEX = 1, 2, 3, 6
@@ -127,6 +128,10 @@ class GraphColoringTask(Task):
     def _colouring_tokens(self, adj: list[int]) -> np.ndarray:
         cols = canonical_colourings(adj)
         return np.array(cols, dtype=np.int64).reshape(len(cols), self.n) + FIRST_COLOUR
+
+    def pair_structure(self) -> tuple[tuple[tuple[int, int, int], ...], int]:
+        """(input position, vertex a, vertex b) triples and the token (EDGE) that links a and b (tasks/graph_pairs.py)."""
+        return edge_links(self.n, self.offset), EDGE
 
     def _input_tokens(self, x: Any) -> np.ndarray | None:
         try:

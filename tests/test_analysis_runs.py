@@ -21,8 +21,9 @@ from gram_analysis import build_report, build_datatree, draw_samples, load_datat
 from gram_analysis.run import RunData, read_history
 from gram_analysis.sampling import _log_weight
 from gram_pyro import GRAM, preset, prior_rollouts
-from gram_pyro.train import OptimConfig
+from gram_pyro.config import OptimConfig
 from gram_pyro.trainer import Trainer
+from gram_pyro.config import TrainConfig
 
 TASK = tasks.get_task("toy-perm-4")
 MAX_INPUTS = 8
@@ -43,7 +44,7 @@ def _train(tmp, name, mode="gram", seed=0) -> RunData:
     log = tmp / f"{name}.jsonl"
     oc = OptimConfig(batch_size=32, ema_decay=0.0)  # the raw weights (OptimConfig's default is the cpu preset's EMA)
     trainer = Trainer(gram, torch.as_tensor(train.x), torch.as_tensor(train.y), oc,
-                      seed=seed, evaluate=evaluate, eval_every=2, log_path=log)
+                      TrainConfig(seed=seed, eval_every=2), evaluate=evaluate, log_path=log)
     trainer.run(5)
     trainer.finalize()
     return RunData(name=name, task=TASK, gram=gram, split=test, history=read_history(log), seed=seed)

@@ -117,9 +117,9 @@ def test_shared_recursion_computes_f_L_and_f_H_once(monkeypatch):
     calls = {"n": 0}
     orig = gram.f_H.forward
 
-    def counting(inp):
+    def counting(inp, links=None):
         calls["n"] += 1
-        return orig(inp)
+        return orig(inp, links)
 
     monkeypatch.setattr(gram.f_H, "forward", counting)
     with gram.shared_recursion():

@@ -7,7 +7,7 @@ from pyro import poutine
 
 from gram_pyro import GRAM, PRIORS, TransitionPrior, register_prior
 from gram_pyro.priors import SigmaSchedulePrior
-from gram_pyro.train import OptimConfig
+from gram_pyro.config import OptimConfig
 from gram_pyro.trainer import fit
 from tests.helpers import batch, tiny, tiny_config
 

@@ -31,8 +31,9 @@ from gram_pyro import checkpoint
 from gram_pyro.checkpoint import CheckpointError
 from gram_cli import api
 from gram_pyro.runconfig import RunConfig
-from gram_pyro.train import OptimConfig
+from gram_pyro.config import OptimConfig
 from gram_pyro.trainer import Trainer
+from gram_pyro.config import TrainConfig
 from tests.helpers import tiny
 
 TRAIN = ["train", "--task", "toy-perm-4", "--preset", "cpu-tiny", "--quiet", "--set", "train.batches=4",
@@ -185,8 +186,8 @@ def test_X02_same_seed_and_config_give_identical_metrics_on_cpu(tmp_path):
 def saved(tmp_path):
     """A real checkpoint of a tiny model (one batch), with identity "t"."""
     x = torch.randint(2, 5, (16, 5), generator=torch.Generator().manual_seed(0))
-    t = Trainer(tiny(N_sup=1, T=1, K=1), x, x[:, :4] + 1, OptimConfig(batch_size=8), identity="t",
-                checkpoint_path=tmp_path / "c.pt", log_path=tmp_path / "h.jsonl", checkpoint_every=1)
+    t = Trainer(tiny(N_sup=1, T=1, K=1), x, x[:, :4] + 1, OptimConfig(batch_size=8), TrainConfig(checkpoint_every=1),
+                identity="t", checkpoint_path=tmp_path / "c.pt", log_path=tmp_path / "h.jsonl")
     t.run(1)
     return tmp_path / "c.pt"
 
@@ -274,8 +275,8 @@ def test_X07_resume_after_a_torn_history_line(saved, tmp_path):
     kept = api.read_history(tmp_path)
     assert kept and kept == history_lines(log) and len(kept) == len(log.read_text().splitlines()) - 1
     x = torch.randint(2, 5, (16, 5), generator=torch.Generator().manual_seed(0))
-    t = Trainer(tiny(N_sup=1, T=1, K=1), x, x[:, :4] + 1, OptimConfig(batch_size=8), identity="t",
-                checkpoint_path=saved, log_path=log, checkpoint_every=1)
+    t = Trainer(tiny(N_sup=1, T=1, K=1), x, x[:, :4] + 1, OptimConfig(batch_size=8), TrainConfig(checkpoint_every=1),
+                identity="t", checkpoint_path=saved, log_path=log)
     t.resume()
     assert t.batch == 1 and all(json.loads(line)["batch"] < 1 for line in log.read_text().splitlines())
 

@@ -409,7 +409,7 @@ def test_H122_a_dataset_cache_with_bad_contents_is_rebuilt(env, tmp_path, monkey
 def test_H123_a_failing_final_evaluation_cannot_lose_the_run(tmp_path):
     """An evaluation that fails at the end of training cannot lose the run: the checkpoint of the last batch is
     written before the error propagates (and a too-large train.eval_width is refused up front, H31/H32)."""
-    from gram_pyro.train import OptimConfig
+    from gram_pyro.config import OptimConfig
     from gram_pyro.trainer import Trainer
     from tests.helpers import batch, tiny
 

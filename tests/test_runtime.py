@@ -15,8 +15,10 @@ import torch
 from gram_pyro import checkpoint
 from gram_cli import api
 from gram_pyro.runconfig import ConfigError, build_run_config
-from gram_pyro.train import BatchNoise, OptimConfig
+from gram_pyro.train import BatchNoise
+from gram_pyro.config import OptimConfig
 from gram_pyro.trainer import Trainer
+from gram_pyro.config import TrainConfig
 from tests.helpers import tiny
 
 SIZES = {"vocab_size": 6, "seq_len": 4, "out_len": 4}
@@ -70,11 +72,12 @@ def test_batch_noise_is_the_same_whatever_the_partition():
     assert torch.equal(torch.cat([draw(0, 2), draw(2, 2)]), full)
 
 
-def _trainer(tmp_path, gram=None, **kw):
+def _trainer(tmp_path, gram=None, **train):
     x = torch.randint(2, 5, (48, 5), generator=torch.Generator().manual_seed(0))
     gram = gram or tiny(N_sup=2, T=2, K=1)
-    return Trainer(gram, x, x[:, :4] + 1, OptimConfig(batch_size=16, ema_decay=0.9), seed=3,
-                   log_path=tmp_path / "h.jsonl", checkpoint_path=tmp_path / "c.pt", identity="t", **kw)
+    tc = TrainConfig(**{"seed": 3, "eval_every": 0, "checkpoint_every": 0, **train})
+    return Trainer(gram, x, x[:, :4] + 1, OptimConfig(batch_size=16, ema_decay=0.9), tc,
+                   log_path=tmp_path / "h.jsonl", checkpoint_path=tmp_path / "c.pt", identity="t")
 
 
 def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):

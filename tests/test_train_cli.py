@@ -7,9 +7,11 @@ import torch
 
 from gram_cli import main
 from gram_pyro.runconfig import run_preset
-from gram_pyro.train import EMA, OptimConfig
+from gram_pyro.train import EMA
+from gram_pyro.config import OptimConfig
 from gram_pyro import trainer as trainer_module
 from gram_pyro.trainer import Trainer, fit
+from gram_pyro.config import TrainConfig
 from tests.helpers import tiny
 
 
@@ -64,7 +66,7 @@ def test_cpu_budget_counts_training_updates_not_evaluations(monkeypatch):
 
     monkeypatch.setattr(Trainer, "_update", update)
     x, y = toy_data()
-    tr = Trainer(tiny(N_sup=3), x, y, OptimConfig(batch_size=8), evaluate=evaluate, eval_every=1)
+    tr = Trainer(tiny(N_sup=3), x, y, OptimConfig(batch_size=8), TrainConfig(eval_every=1), evaluate=evaluate)
     tr.run(100, max_cpu_seconds=10.0)
     assert tr.batch == 4  # 3 s per batch: past 10 s after the fourth batch
     assert len(tr.batch_records) == 4
