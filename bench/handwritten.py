@@ -33,10 +33,12 @@ def handwritten_loss(gram, x, y, h, l, beta: float, alpha: float, generator: tor
             u = gram.f_H(h + l)
             if last or c.truncated_from == "posterior":
                 loc, scale = q_loc, q_scale = gram.posterior.head(u + e_y)
-            else:  # truncated transition drawn from the prior, or its mean
+            elif c.truncated_from == "prior_mean":  # truncated transition set to the prior mean: μ head only
+                h = u + gram.prior.head.loc(u)
+                continue
+            else:  # truncated transition drawn from the prior
                 loc, scale = gram.prior.head(u)
-            noise = 0.0 if not last and c.truncated_from == "prior_mean" else torch.randn(u.shape, generator=generator)
-            h = u + loc + scale * noise
+            h = u + loc + scale * torch.randn(u.shape, generator=generator)
     p_loc, p_scale = gram.prior.head(u)
     kl = alpha * kl_normal(q_loc.detach(), q_scale.detach(), p_loc, p_scale)
     kl = kl + (1 - alpha) * kl_normal(q_loc, q_scale, p_loc.detach(), p_scale.detach())

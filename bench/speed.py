@@ -9,6 +9,13 @@
 3. Memory: peak resident memory of training with N_sup = 16 vs N_sup = 4 (fresh subprocess each).
 4. torchrun with 2 CPU processes vs 1 process: training samples per second, once with the single process
    using every core and once with one thread per process.
+5. FLOP rates (bench/throughput.py's measurements, on ``--flops-task``): the machine's fp32 matmul peak, GFLOP/s
+   and percent of peak of a training batch and of prior rollouts, and the evaluation's system/user CPU time and
+   peak RSS (``--inputs`` x ``--width`` trajectories of ``--depth`` steps, in a fresh process).
+6. Learning per CPU minute (only with ``--learning-minutes M`` or ``--learning-from RUN``): the CPU minutes of
+   training after which the prior rollouts' validity on held-out inputs first reached ``--target`` (0.95), read
+   from the run's evaluations (``prior_acc``) and the CPU seconds of its updates; ``--learning-minutes`` first
+   trains GRAM on nqueens-8 with the preset for M CPU minutes, evaluating every ``--learning-every`` batches.
 
 The model is the one ``gram train --preset PRESET`` builds (gram_pyro/configs/PRESET.yaml).
 """
@@ -159,13 +166,88 @@ def ddp_throughput(args, threads_per_process: int | None) -> dict:
     return {"p1_samples_s": rates[1], "p2_samples_s": rates[2], "ratio": rates[2] / rates[1]}
 
 
+def flop_rates(args) -> dict:
+    """bench/throughput.py's peak, training and rollout measurements on ``--flops-task`` (item 5)."""
+    import throughput
+
+    targs = argparse.Namespace(preset=args.preset, task=args.flops_task, batch=args.batch, inputs=args.inputs,
+                               width=args.width, depth=args.depth, repeats=max(3, args.repeats // 4))
+    peak = throughput.peak_gflops()
+    return {"peak": peak, "training": throughput.training(targs, peak), "rollouts": throughput.rollouts(targs, peak, None)}
+
+
+def cpu_minutes_to(history: Path, target: float) -> tuple[float | None, int | None, float]:
+    """(CPU minutes, batch) at the first evaluation with ``prior_acc`` >= ``target`` (None if never), and the
+    best ``prior_acc``: CPU time summed over the training updates up to that evaluation's batch."""
+    recs = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    cpu = 0.0
+    best = 0.0
+    for r in recs:
+        if r.get("kind") == "train":
+            cpu += r["cpu_seconds"]
+        elif r.get("kind") == "eval" and "prior_acc" in r:
+            best = max(best, r["prior_acc"])
+            if r["prior_acc"] >= target:
+                return cpu / 60, r["batch"], best
+    return None, None, best
+
+
+def learning(args) -> dict:
+    """Item 6: time to ``--target`` validity, from ``--learning-from`` or a fresh nqueens-8 run."""
+    if args.learning_from:
+        run = Path(args.learning_from)
+    else:
+        from gram_cli import api
+
+        run = Path(tempfile.mkdtemp(prefix="gram-speed-")) / "nq8"
+        sets = [f"train.eval_every={args.learning_every}", "train.batches=100000", "train.checkpoint_every=0",
+                f"train.eval_inputs={args.learning_inputs}"]
+        api.fit("nqueens-8", run, preset=args.preset, sets=sets, progress=False,
+                max_cpu_seconds=args.learning_minutes * 60)
+    minutes, batch, best = cpu_minutes_to(run / "history.jsonl", args.target)
+    return {"run": str(run), "minutes": minutes, "batch": batch, "best": best}
+
+
+def flops_lines(r: dict | None) -> list[str]:
+    """Item 5 as rows of the same table: achieved / peak GFLOP/s, and the evaluation's sys/user and RSS."""
+    if r is None:
+        return []
+    out = []
+    for part, target in (("training", "≥ 60 %"), ("rollouts", "≥ 45 %")):
+        m = r[part]
+        out.append(f"| {m['what']}: GFLOP/s / fp32 matmul peak | {m['gflop_s']:.2f} | {r['peak']:.2f} | "
+                   f"{m['peak_pct'] / 100:.2f} | {target} |")
+    m = r["rollouts"]
+    out.append(f"| {m['what']}: system / user CPU time | — | — | {m['sys_user']:.2f} | ≤ 0.1 |")
+    out.append(f"| {m['what']}: peak RSS (MiB) | {m['rss_mib']:.0f} | — | — | ≤ 1024 |")
+    return out
+
+
+def learning_lines(r: dict | None, target: float) -> list[str]:
+    """Item 6 as a row: CPU minutes to the target validity (— when never reached; the best is shown)."""
+    if r is None:
+        return []
+    got = "not reached" if r["minutes"] is None else f"{r['minutes']:.2f} CPU min (batch {r['batch']})"
+    return [f"| nqueens-8 prior validity ≥ {target} on held-out boards reached after | {got} | best "
+            f"{r['best']:.3f} | — | ≤ 5 CPU min |"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: step,width,memory,ddp")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: step,width,memory,ddp,flops")
+    ap.add_argument("--flops-task", default="nqueens-10")
+    ap.add_argument("--inputs", type=int, default=500, help="inputs of the evaluation in the flops part")
+    ap.add_argument("--width", type=int, default=20)
+    ap.add_argument("--depth", type=int, default=16)
+    ap.add_argument("--learning-minutes", type=float, default=0.0)
+    ap.add_argument("--learning-from", default="", help="a finished nqueens-8 run folder to read instead")
+    ap.add_argument("--learning-every", type=int, default=50)
+    ap.add_argument("--learning-inputs", type=int, default=200)
+    ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     setup_runtime()
@@ -177,7 +259,10 @@ def main() -> None:
         "memory": memory_ratio,
         "ddp": lambda a: ddp_throughput(a, threads_per_process=None),
         "ddp1": lambda a: ddp_throughput(a, threads_per_process=1),
+        "flops": flop_rates,
     }
+    if args.learning_minutes > 0 or args.learning_from:
+        parts["learning"] = learning
     group = {"width1": "width", "ddp1": "ddp"}
     results = {k: fn(args) for k, fn in parts.items() if group.get(k, k) not in skip}
     rows = {
@@ -194,8 +279,10 @@ def main() -> None:
     }
     lines = ["| measurement | numerator | denominator | ratio | target |", "|---|---|---|---|---|"]
     for k, r in results.items():
-        label, a, b, target = rows[k]
-        lines.append(f"| {label} | {r[a]:.2f} | {r[b]:.2f} | {r['ratio']:.2f} | {target} |")
+        if k in rows:
+            label, a, b, target = rows[k]
+            lines.append(f"| {label} | {r[a]:.2f} | {r[b]:.2f} | {r['ratio']:.2f} | {target} |")
+    lines += flops_lines(results.get("flops")) + learning_lines(results.get("learning"), args.target)
     table = "\n".join(lines)
     print(table)
     if args.write:

@@ -21,6 +21,7 @@ evaluation, and :func:`guided_traces` is the guide-trace-then-replay pattern eve
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import math
 from typing import Callable, NamedTuple
@@ -164,7 +165,7 @@ class GRAM(nn.Module):
         c = self.cfg
         n_sup = c.N_sup if n_sup is None else n_sup
         beta = c.beta if beta is None else beta
-        pyro.module(self.pyro_name, self)
+        register_params(self)
         e_x, links = self._encode(x)
         carry = self.initial_carry(x.shape[:-1]) if carry is None else carry
         scope = self._transition_scope(beta)
@@ -194,7 +195,7 @@ class GRAM(nn.Module):
         paper's reading), the prior, or the prior's mean (docs/model.md, "Truncation").
         """
         c = self.cfg
-        pyro.module(self.pyro_name, self)
+        register_params(self)
         if not c.stochastic:  # no latent sites: nothing to guide
             return None
         n_sup = c.N_sup if n_sup is None else n_sup
@@ -301,6 +302,28 @@ class SharedRecursion:
         out = compute()
         self._priors[(kind, i)] = (u, out)
         return out
+
+
+_PARAM_SITES = contextvars.ContextVar("gram_param_sites", default=True)
+
+
+def register_params(module: nn.Module) -> None:
+    """``pyro.module``: every parameter of ``module`` a param site of the running trace, which is how Pyro's
+    optimisers (``pyro.infer.SVI``) find them.  Skipped inside :func:`without_param_sites`."""
+    if _PARAM_SITES.get():
+        pyro.module(module.pyro_name, module)
+
+
+@contextlib.contextmanager
+def without_param_sites():
+    """Run model and guide without param sites: for a torch optimiser that steps ``module.parameters()``
+    directly (``gram_pyro.train.StepLoss``, the Trainer), the ~30 ``pyro.param`` calls per program are overhead.
+    Losses and gradients are unchanged."""
+    token = _PARAM_SITES.set(False)
+    try:
+        yield
+    finally:
+        _PARAM_SITES.reset(token)
 
 
 def _same_state(a: Carry, b: Carry) -> bool:

@@ -26,7 +26,7 @@ from torch import nn
 
 from gram_pyro.config import OptimConfig
 from gram_pyro.elbo import TruncatedBalancedELBO
-from gram_pyro.model import GRAM, Carry
+from gram_pyro.model import GRAM, Carry, without_param_sites
 
 
 class EMA:
@@ -126,7 +126,7 @@ class StepLoss(nn.Module):
         """
         gram = self.gram
         n_sup = 1 if gram.cfg.deep_supervision else gram.cfg.N_sup
-        with gram.shared_recursion():
+        with gram.shared_recursion(), without_param_sites():  # a torch optimiser steps gram.parameters()
             terms = self.elbo.step_terms(gram.model, gram.guide, x, y, carry=carry_in, n_sup=n_sup, step_offset=n)
         guide_carry = terms.model_trace.nodes["_RETURN"]["value"]
         y_hat = terms.model_trace.nodes[f"y_hat_{n + n_sup - 1}"]["value"]

@@ -25,6 +25,7 @@ from torch import nn
 
 from gram_pyro.baselines.base import ACTCarry, Baseline
 from gram_pyro.layers import Attention, SwiGLU, apply_rope, rms_norm
+from gram_pyro.model import register_params
 
 
 class CausalAttention(Attention):
@@ -126,7 +127,7 @@ class ARTransformer(Baseline):
 
     def model(self, x, y=None, carry=None, n_sup=None, step_offset=0, beta=None):
         """p_θ(y | x) per supervision step: teacher-forced likelihood of ``y``, or an ancestral sample if None."""
-        pyro.module(self.pyro_name, self)
+        register_params(self)
         n_sup = self.cfg.N_sup if n_sup is None else n_sup
         e_x = self.encode(x)
         with pyro.plate("instance", x.shape[0], dim=-1):

@@ -30,6 +30,7 @@ from torch import nn
 
 from gram_pyro.config import GRAMConfig
 from gram_pyro.layers import SwiGLU, lecun_init_
+from gram_pyro.model import register_params
 from gram_pyro.puzzle_embedding import PuzzleEmbedding
 
 _NAMES = itertools.count()
@@ -127,7 +128,7 @@ class Baseline(nn.Module):
         """p_θ(y | x): ``n_sup`` deterministic supervision steps, y observed per step (or after the last one
         without deep supervision); returns the detached carry.  ``beta`` is accepted and unused (no KL)."""
         c = self.cfg
-        pyro.module(self.pyro_name, self)
+        register_params(self)
         n_sup = c.N_sup if n_sup is None else n_sup
         last_step = step_offset + n_sup - 1
         e_x = self.encode(x)
@@ -158,7 +159,7 @@ class Baseline(nn.Module):
 
     def guide(self, x, y=None, carry=None, n_sup=None, step_offset=0, beta=None):
         """No latent sites: the guide only registers the network with Pyro."""
-        pyro.module(self.pyro_name, self)
+        register_params(self)
 
 
 class ACTBaseline(Baseline):
