@@ -201,7 +201,7 @@ def learning(args) -> dict:
 
         run = Path(tempfile.mkdtemp(prefix="gram-speed-")) / "nq8"
         sets = [f"train.eval_every={args.learning_every}", "train.batches=100000", "train.checkpoint_every=0",
-                f"train.eval_inputs={args.learning_inputs}"]
+                f"train.eval_inputs={args.learning_inputs}", *args.learning_set]
         api.fit("nqueens-8", run, preset=args.preset, sets=sets, progress=False,
                 max_cpu_seconds=args.learning_minutes * 60)
     minutes, batch, best = cpu_minutes_to(run / "history.jsonl", args.target)
@@ -248,6 +248,7 @@ def main() -> None:
     ap.add_argument("--learning-every", type=int, default=50)
     ap.add_argument("--learning-inputs", type=int, default=200)
     ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--learning-set", action="append", default=[], help="a --set KEY=VALUE for the learning run")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     setup_runtime()

@@ -55,8 +55,16 @@ class RunConfig:
         return {"task": self.task, "model": _plain(self.model), "optim": _plain(self.optim), "train": _plain(self.train)}
 
     def identity_hash(self) -> str:
-        """Hash of what a checkpoint's weights depend on (task and model); training length may change."""
-        blob = json.dumps({"task": self.task, "model": _plain(self.model)}, sort_keys=True)
+        """Hash of what a checkpoint's weights depend on (task and model); training length may change.
+
+        Only model fields that differ from their defaults enter it, so a field added later with a default (a new
+        option, off) leaves the hash of every earlier run as it was: such a run, loaded from its config.json,
+        gets the default and still matches its checkpoint.  A changed default is safe too: config.json stores
+        every field, so the old value enters the hash and the run is refused, not run with the new meaning.
+        """
+        defaults = _plain(GRAMConfig(**{k: getattr(self.model, k) for k in _SIZES}))
+        model = {k: v for k, v in _plain(self.model).items() if v != defaults[k] or k in _SIZES}
+        blob = json.dumps({"task": self.task, "model": model}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @staticmethod

@@ -8,14 +8,18 @@ augmentation ``a`` (0 = none, 1..A fixed random dihedral x colour permutations);
 Protocol (TRM's, gram-paper.md §5.3): with ``set=evaluation`` the training split is every demonstration
 pair of the training and evaluation puzzles plus the training puzzles' test pairs, and the test split the
 evaluation puzzles' test inputs under all A+1 augmentations; ``set=training`` trains on the training
-puzzles' demonstrations and tests on their own test inputs.  Training draws one augmentation per row and
-batch (``augment``).  ``metrics`` maps every sample back through its inverse augmentation, votes per test
-input over augmentations and samples, and scores pass@1 / pass@2 as ARC does.
+puzzles' demonstrations and tests on their own test inputs.  ``holdout=K`` (``set=training`` only) trains
+on the test pairs too, in every frame but the last K (``A-K+1..A``), whose test inputs form the test split
+(held-out augmentations: such a frame's embedding is learned from its demonstrations alone); the trained
+frames' test inputs form the split ``fit`` (off by default; it exists so that a training-set run can be
+scored on frames whose test pair it never saw, beside its fit on the frames it did).  Training draws one
+augmentation per row and batch (``augment``).  ``metrics`` maps every sample back through its inverse
+augmentation, votes per test input over augmentations and samples, and scores pass@1 / pass@2 as ARC does.
 
 Options (``--task arc-1:aug=8,puzzles=10,grid=10``): ``aug`` A (default 8; the papers use 1000),
 ``puzzles`` (the first N puzzles of each subset, by name; 0 = all), ``grid`` G (puzzles with a larger grid
-are left out), ``set`` (evaluation | training), ``seed`` (of the augmentation table), ``data`` (task
-``arc`` only: an ARC JSON file or folder; its puzzles form the tested set).
+are left out), ``set`` (evaluation | training), ``seed`` (of the augmentation table), ``holdout`` K (default 0,
+off), ``data`` (task ``arc`` only: an ARC JSON file or folder; its puzzles form the tested set).
 """
 
 from __future__ import annotations
@@ -51,18 +55,22 @@ class ArcTask(Task):
     vocab_size = 12
 
     def __init__(self, source: str, aug: int = 8, puzzles: int = 0, grid: int = 30, set: str = "evaluation",
-                 seed: int = 0, data: str | None = None) -> None:
+                 seed: int = 0, data: str | None = None, holdout: int = 0) -> None:
         if not (aug >= 0 and puzzles >= 0 and 1 <= grid <= 30 and seed >= 0):
             raise TaskInputError("arc options need aug >= 0, puzzles >= 0, 1 <= grid <= 30 and seed >= 0")
         if set not in SETS:
             raise TaskInputError(f"arc option set must be evaluation or training, got {set!r}")
+        if not 0 <= holdout <= aug or (holdout and set != "training"):
+            raise TaskInputError("arc option holdout needs 0 <= holdout <= aug and set=training (with "
+                                 "set=evaluation it would train on the evaluation puzzles' test outputs)")
         if (source == "arc") != (data is not None):
             raise TaskInputError("task arc needs data=PATH (an ARC JSON file or folder); arc-1/arc-2 take no data")
         self.source, self.aug, self.n_puzzles, self.grid, self.set, self.seed, self.data = (
             source, aug, puzzles, grid, set, seed, data)
+        self.holdout = holdout
         self.seq_len, self.out_len = 1 + grid * grid, grid * grid
         opts = "".join(f"-{k}{v}" for k, v, d in (("aug", aug, 8), ("p", puzzles, 0), ("g", grid, 30),
-                                                  ("s", seed, 0)) if v != d)
+                                                  ("s", seed, 0), ("h", holdout, 0)) if v != d)
         opts += "" if set == "evaluation" else "-training"
         base = source if data is None else "arc-" + _content_hash(data)
         self.name = base + opts
@@ -105,6 +113,16 @@ class ArcTask(Task):
                 if o is not None:
                     out[(p, grid_key(i))] = (o, t)
         return out
+
+    @property
+    def fit_frames(self) -> range:
+        """Augmentations whose test pairs are trained on under ``holdout`` (frame 0, the original, always)."""
+        return range(self.aug + 1 - self.holdout)
+
+    @property
+    def test_frames(self) -> range:
+        """Augmentations of the test split: the K held-out ones under ``holdout=K``, else all A + 1."""
+        return range(self.aug + 1 - self.holdout, self.aug + 1) if self.holdout else range(self.aug + 1)
 
     def identifier(self, p: int, a: int) -> int:
         return 1 + p * (self.aug + 1) + a
@@ -240,19 +258,26 @@ class ArcTask(Task):
 
     # --- data -------------------------------------------------------------------------------
     def build(self, seed: int = 0) -> dict[str, Split]:
-        """Training rows (un-augmented, identifier a = 0) and the test inputs under every augmentation."""
-        train, test = [], []
+        """Training rows (un-augmented, identifier a = 0) and the test inputs under ``test_frames``; under
+        ``holdout`` the tested puzzles' test pairs train too (in frame 0 here, ``augment`` keeps them in
+        ``fit_frames``) and the split ``fit`` holds their test inputs under ``fit_frames``."""
+        train, test, fit = [], [], []
         for p, puzzle in enumerate(self.puzzles):
             train += [(self.row(p, 0, i), o) for i, o in puzzle.train]
             tested = puzzle.subset == self.set
             pairs = [(i, o) for i, o in puzzle.test if o is not None]
-            if not tested:
+            if not tested or self.holdout:
                 train += [(self.row(p, 0, i), o) for i, o in pairs]
-                continue
-            trans, perm = self._table
-            test += [(self.row(p, a, i), augment_grid(o, trans[p, a], perm[p, a]))
-                     for i, o in pairs for a in range(self.aug + 1)]
-        return {"train": self._split(train, "train"), "test": self._split(test, "test")}
+            if tested:
+                test += self._framed(p, pairs, self.test_frames)
+                fit += self._framed(p, pairs, self.fit_frames) if self.holdout else []
+        out = {"train": self._split(train, "train"), "test": self._split(test, "test")}
+        return {**out, "fit": self._split(fit, "fit")} if self.holdout else out
+
+    def _framed(self, p: int, pairs: list, frames: range) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Rows of puzzle ``p``'s ``pairs`` under each augmentation in ``frames``."""
+        trans, perm = self._table
+        return [(self.row(p, a, i), augment_grid(o, trans[p, a], perm[p, a])) for i, o in pairs for a in frames]
 
     def _split(self, rows: list[tuple[np.ndarray, np.ndarray]], name: str) -> Split:
         x = np.asarray([r for r, _ in rows], dtype=np.int64).reshape(-1, self.seq_len)
@@ -261,7 +286,8 @@ class ArcTask(Task):
                      meta={"source": self.name, "split": name})
 
     def augment(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Per row a uniformly drawn augmentation ``a`` in 0..A of its puzzle: grids and identifier."""
+        """Per row a uniformly drawn augmentation ``a`` of its puzzle (grids and identifier): in 0..A, and for
+        a test pair in ``fit_frames`` (never a held-out frame)."""
         x2, y2 = np.array(x, dtype=np.int64, copy=True), np.array(y, dtype=np.int64, copy=True)
         xs, ys = x2.reshape(-1, self.seq_len), y2.reshape(-1, self.out_len)
         trans, perm = self._table
@@ -270,7 +296,9 @@ class ArcTask(Task):
             inp, out = self.original(xs[r], xs[r, 1:]), self.original(xs[r], ys[r])
             if loc is None or inp is None or out is None:
                 continue
-            a = int(rng.integers(0, self.aug + 1))
+            known = self._answers.get((loc[0], grid_key(inp)))
+            test_pair = known is not None and known[1] is not None
+            a = int(rng.integers(0, len(self.fit_frames) if test_pair else self.aug + 1))
             xs[r] = self.row(loc[0], a, inp)
             ys[r] = encode_grid(augment_grid(out, trans[loc[0], a], perm[loc[0], a]), self.grid)
         return x2, y2
@@ -287,10 +315,28 @@ class ArcTask(Task):
                                "test_outputs_known": sum(o is not None for p in ps for _, o in p.test)}
         known = [sum(o is not None for _, o in p.test) for p in self.puzzles]
         tested = [p.subset == self.set for p in self.puzzles]
+        n_tested = sum(k for t, k in zip(tested, known) if t)
         out["split_rows"] = {  # what ``build`` makes, counted without building it
-            "train": sum(len(p.train) + (0 if t else k) for p, t, k in zip(self.puzzles, tested, known)),
-            "test": sum(k for t, k in zip(tested, known) if t) * (self.aug + 1)}
+            "train": sum(len(p.train) + (0 if t and not self.holdout else k)
+                         for p, t, k in zip(self.puzzles, tested, known)),
+            "test": n_tested * len(self.test_frames)}
+        if self.holdout:
+            out["split_rows"]["fit"] = n_tested * len(self.fit_frames)
+            out["holdout"] = {"frames": list(self.test_frames), "duplicates": self.holdout_duplicates()}
         return out
+
+    def holdout_duplicates(self) -> int:
+        """Held-out test rows whose augmented (input, output) grids equal those of a trained frame of the same
+        test pair (an augmentation that happens to act like a trained one: only the identifier differs)."""
+        if not self.holdout:
+            return 0
+        count = 0
+        for p, puzzle in enumerate(self.puzzles):
+            pairs = [(i, o) for i, o in puzzle.test if o is not None] if puzzle.subset == self.set else []
+            for frames in (self._framed(p, [pair], range(self.aug + 1)) for pair in pairs):
+                keys = [grid_key(x[1:]) + grid_key(o) for x, o in frames]
+                count += sum(keys[a] in keys[: len(self.fit_frames)] for a in self.test_frames)
+        return count
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -323,14 +369,14 @@ def puzzle_from_file(path: str | Path) -> ArcPuzzle:
 
 def _factory(source: str):
     def make(**options: str) -> ArcTask:
-        kinds = {"aug": int, "puzzles": int, "grid": int, "seed": int, "set": str, "data": str}
+        kinds = {"aug": int, "puzzles": int, "grid": int, "seed": int, "holdout": int, "set": str, "data": str}
         unknown = sorted(set(options) - set(kinds))
         if unknown:
             raise TaskInputError(f"unknown {source} option(s) {', '.join(unknown)}; known: {', '.join(kinds)}")
         try:
             typed = {k: kinds[k](v) for k, v in options.items()}
         except ValueError:
-            raise TaskInputError(f"{source} options aug, puzzles, grid and seed are integers") from None
+            raise TaskInputError(f"{source} options aug, puzzles, grid, seed and holdout are integers") from None
         return ArcTask(source, **typed)
 
     return make

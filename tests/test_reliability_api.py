@@ -233,6 +233,18 @@ def test_A63_documented_prior_args_override_is_accepted():
     assert RunConfig.from_dict(cfg.to_dict()).identity_hash() == cfg.identity_hash()  # config.json round trip
 
 
+def test_a_model_field_added_later_leaves_an_earlier_runs_identity_alone():
+    """A run's config.json written before a model option existed (the key is absent) loads with the option's
+    default and keeps its identity, so its checkpoint still matches; a non-default value changes the identity."""
+    cfg = brc()
+    old = cfg.to_dict()
+    for key in ("free_bits", "pair_bias", "pair_tokens", "pair_token_value", "lprm_on_prior", "prior_carry"):
+        del old["model"][key]
+    assert RunConfig.from_dict(old).identity_hash() == cfg.identity_hash()
+    assert brc("model.free_bits=0.5").identity_hash() != cfg.identity_hash()
+    assert brc("model.K=3").identity_hash() != cfg.identity_hash()
+
+
 def test_A64_well_formed_board_without_completion_is_accepted():
     """Documented (docs/tasks.md): a legal partial board with no completion is not an error; it has no answers."""
     t = task("nqueens-8")

@@ -251,3 +251,70 @@ def test_cpu_preset_gives_a_puzzle_task_its_prefix_tokens():
     assert build_run_config("arc-1", {**sizes, "num_puzzles": 5}, "cpu").model.n_prefix == PUZZLE_PREFIX == 16
     assert build_run_config("arc-1", {**sizes, "num_puzzles": 5}, "cpu", ["model.n_prefix=2"]).model.n_prefix == 2
     assert build_run_config("toy-perm-4", {"vocab_size": 6, "seq_len": 4, "out_len": 4}, "cpu").model.n_prefix == 0
+
+
+def holdout_task(folder, aug=5, holdout=2):
+    return tasks.get_task(f"arc:data={folder},grid=4,aug={aug},set=training,holdout={holdout}")
+
+
+def test_holdout_test_pairs_never_reach_the_training_arrays(arc_dir):
+    """holdout=K: the test pairs train in frames 0..A-K only; the demonstrations reach every frame."""
+    task = holdout_task(arc_dir)
+    assert list(task.fit_frames) == [0, 1, 2, 3] and list(task.test_frames) == [4, 5]
+    splits = task.build()
+    train, test, fit = splits["train"], splits["test"], splits["fit"]
+    assert len(train) == 4 + 2 and all(task.locate(int(i))[1] == 0 for i in train.x[:, 0])
+    held, fitted = {r.tobytes() for r in test.x}, {r.tobytes() for r in fit.x}
+    assert {r.tobytes() for r in train.x} >= {r.tobytes() for r in fit.x if task.locate(int(r[0]))[1] == 0}
+    rng = np.random.default_rng(0)
+    ids, fitted_seen = set(), set()
+    for _ in range(300):
+        xa, ya = task.augment(train.x, train.y, rng)
+        rows = {r.tobytes() for r in xa}
+        assert not rows & held  # a held-out frame's test input is never a training row
+        assert all(task.verify(x, y) for x, y in zip(xa, ya))
+        ids |= set(xa[:, 0].tolist())
+        fitted_seen |= rows & fitted
+    assert fitted_seen == fitted  # the test pairs do train in every fitted frame
+    assert set(test.x[:, 0].tolist()) <= ids  # held-out frames' embeddings are trained (by the demonstrations)
+
+
+def test_holdout_evaluation_rows_are_exactly_the_held_out_frames(arc_dir):
+    task = holdout_task(arc_dir)
+    splits = task.build()
+    for name, frames in (("test", (4, 5)), ("fit", (0, 1, 2, 3))):
+        expect = {task.row(p, a, i).tobytes() for p, pz in enumerate(task.puzzles) for i, _ in pz.test for a in frames}
+        assert len(splits[name]) == len(expect) == 2 * len(frames)
+        assert {r.tobytes() for r in splits[name].x} == expect
+        m = task.metrics(splits[name].inputs, splits[name].y[:, None, :])
+        assert m["pass@2"] == m["accuracy"] == 1.0 and m["test_outputs"] == 2
+    stats = task.stats()
+    assert stats["split_rows"] == {"train": 6, "test": 4, "fit": 8} and stats["holdout"]["frames"] == [4, 5]
+    plain = small_task(arc_dir, aug=5).build()  # holdout=0: the test pairs are never trained, no fit split
+    assert set(plain) == {"train", "test"} and len(plain["train"]) == 4 and len(plain["test"]) == 2 * 6
+
+
+def test_holdout_rows_map_back_to_the_original_test_pair(arc_dir):
+    """Inverse mapping round trip: every held-out and fitted row's input and answer map back exactly."""
+    task = holdout_task(arc_dir, aug=7, holdout=3)
+    splits = task.build()
+    for x, y in zip(np.concatenate([splits["test"].x, splits["fit"].x]), np.concatenate([splits["test"].y,
+                                                                                          splits["fit"].y])):
+        p, a = task.locate(int(x[0]))
+        inp, out = task.puzzles[p].test[0]
+        assert np.array_equal(task.original(x, x[1:]), inp) and np.array_equal(task.original(x, y), out)
+        assert np.array_equal(task.solutions(x)[0], y) and task.verify(x, y)
+        top = task.predict(x[None], y[None, None], 2)
+        assert len(top) == 1 and np.array_equal(top[0][0], out)
+
+
+def test_holdout_options_and_duplicate_frames(arc_dir, tmp_path):
+    assert "-h2-" in holdout_task(arc_dir).name and "-h" not in small_task(arc_dir).name  # its own cache entry
+    for bad in ("aug=2,set=training,holdout=3", "aug=2,holdout=1", "aug=2,set=training,holdout=-1"):
+        with pytest.raises(TaskInputError, match="holdout"):
+            tasks.get_task(f"arc:data={arc_dir},grid=4,{bad}")
+    black = tmp_path / "black.json"  # black 1x1 grids are fixed by every augmentation: all frames coincide
+    pair = {"input": [[0]], "output": [[0]]}
+    black.write_text(json.dumps({"train": [pair], "test": [pair]}))
+    assert holdout_task(black, aug=4, holdout=3).stats()["holdout"]["duplicates"] == 3
+    assert holdout_task(arc_dir).holdout_duplicates() == 0
