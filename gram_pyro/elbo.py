@@ -16,6 +16,7 @@ guide's sample) otherwise, e.g. for a Student-t prior.  :func:`full_trajectory_e
 from __future__ import annotations
 
 import copy
+import math
 from typing import NamedTuple
 
 import pyro.distributions as dist
@@ -88,13 +89,23 @@ class TruncatedBalancedELBO(TraceMeanField_ELBO):
 
     ``loss``/``differentiable_loss``/``loss_and_grads`` work as for any Pyro ELBO (so ``pyro.infer.SVI``
     trains GRAM); :meth:`step_terms` also returns the parts and traces for logging and for the carry.
+
+    ``free_bits`` = λ > 0 (``GRAMConfig.free_bits``; Kingma et al. 2016, and the free nats DreamerV3 pairs with the
+    KL balancing the paper takes from Dreamer, gram-paper.md §2.4; the paper uses none) replaces each row's KL of
+    each transition in Eq. 14 by max(KL, λ): −log p_θ(y | z_T^(n)) + β·max(KL(q ‖ p), λ).  A row whose KL is below λ
+    pays λ and sends no KL gradient to prior or posterior, so the guide may carry λ nats per row and transition for
+    free (issue 16: the later steps' KL is below 1.5 nats).  The logged KL (``StepTerms.kl``) stays the plain KL.
+    With a Monte-Carlo KL the max is taken of the one-sample estimate.
     """
 
-    def __init__(self, alpha: float = 0.8, **kwargs):
+    def __init__(self, alpha: float = 0.8, free_bits: float = 0.0, **kwargs):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        if not (math.isfinite(free_bits) and free_bits >= 0):
+            raise ValueError(f"free_bits must be a finite number >= 0, got {free_bits}")
         super().__init__(**kwargs)
         self.alpha = alpha
+        self.free_bits = float(free_bits)
 
     def _get_trace(self, model, guide, args, kwargs):
         """With validation on, Pyro's full checks; off, skip log-densities that Eq. 14 never reads.
@@ -109,9 +120,10 @@ class TruncatedBalancedELBO(TraceMeanField_ELBO):
         model_trace.compute_log_prob(site_filter=lambda name, site: site["is_observed"])
         return model_trace, prune_subsample_sites(guide_trace)
 
-    def _terms(self, model_trace, guide_trace) -> tuple[torch.Tensor, torch.Tensor]:
-        """(−Σ log p(observed), Σ scaled and masked balanced KL) as differentiable tensors."""
-        log_lik, kl_sum = 0.0, 0.0
+    def _terms(self, model_trace, guide_trace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(−Σ log p(observed), Σ scaled and masked balanced KL with free bits, the same without free bits): the
+        first two differentiable (the surrogate's), the third detached (what is logged)."""
+        log_lik, kl_sum, kl_plain = 0.0, 0.0, 0.0
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
                 continue
@@ -121,12 +133,15 @@ class TruncatedBalancedELBO(TraceMeanField_ELBO):
             g = guide_trace.nodes[name]
             if g["mask"] is False:  # truncated transition: sampled from q, no KL
                 continue
-            kl = balanced_kl(g["fn"], site["fn"], g["value"], self.alpha)
+            kl = balanced_kl(g["fn"], site["fn"], g["value"], self.alpha)  # [B]: one KL per row
+            kl_plain = kl_plain + scale_and_mask(kl.detach(), scale=g["scale"], mask=g["mask"]).sum()
+            if self.free_bits:
+                kl = kl.clamp(min=self.free_bits)  # value max(KL, λ), no gradient below λ
             kl_sum = kl_sum + scale_and_mask(kl, scale=g["scale"], mask=g["mask"]).sum()
-        return -torch.as_tensor(log_lik), torch.as_tensor(kl_sum)
+        return -torch.as_tensor(log_lik), torch.as_tensor(kl_sum), torch.as_tensor(kl_plain)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
-        nll, kl = self._terms(model_trace, guide_trace)
+        nll, kl, _ = self._terms(model_trace, guide_trace)
         surrogate = nll + kl
         return torch_item(surrogate), surrogate
 
@@ -135,10 +150,10 @@ class TruncatedBalancedELBO(TraceMeanField_ELBO):
         if self.num_particles != 1:
             raise ValueError("step_terms uses one particle; fold extra particles into the batch instead")
         model_trace, guide_trace = next(iter(self._get_traces(model, guide, args, kwargs)))
-        nll, kl = self._terms(model_trace, guide_trace)
+        nll, kl, kl_plain = self._terms(model_trace, guide_trace)
         loss = nll + kl
         warn_if_nan(loss, "loss")
-        return StepTerms(loss, torch_item(nll), torch_item(kl), model_trace, guide_trace)
+        return StepTerms(loss, torch_item(nll), torch_item(kl_plain), model_trace, guide_trace)
 
 
 @torch.no_grad()

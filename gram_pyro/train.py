@@ -112,7 +112,7 @@ class StepLoss(nn.Module):
     def __init__(self, gram: GRAM, alpha: float):
         super().__init__()
         self.gram = gram
-        self.elbo = TruncatedBalancedELBO(alpha=alpha, max_plate_nesting=1)
+        self.elbo = TruncatedBalancedELBO(alpha=alpha, free_bits=gram.cfg.free_bits, max_plate_nesting=1)
 
     def forward(self, x, y, carry_in: Carry | None, n: int, reward_fn: Callable = exact_match):
         """Returns (loss, stats dict of floats, next carry, decoded answer of the step).
