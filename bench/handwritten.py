@@ -1,7 +1,7 @@
 """The same GRAM training update written in plain torch, without Pyro (the reference for bench/speed.py).
 
 It reuses the model's networks (``GRAM.encode/decode``, f_L, f_H, the prior and posterior heads) and
-computes exactly the loss of ``gram_pyro.train.StepLoss`` for one supervision step: T transitions, the first
+computes exactly the loss of ``gram_pyro.update.StepLoss`` for one supervision step: T transitions, the first
 T−1 without gradient and drawn from the posterior, the prior or set to the prior mean (``truncated_from``), then
 −log p(y | z_T) + β·[α·KL(sg q‖p) + (1−α)·KL(q‖sg p)] of the last transition, plus the halt and LPRM losses
 (exact-match reward).  Only for benchmarks.

@@ -24,7 +24,7 @@ from common import append_results, markdown_table  # noqa: E402
 
 from gram_pyro import GRAM, preset  # noqa: E402
 from gram_cli import setup_runtime  # noqa: E402
-from gram_pyro.train import BatchNoise, StepLoss  # noqa: E402
+from gram_pyro.update import BatchNoise, StepLoss  # noqa: E402
 
 SCOPES = {"f_L": "recursion f_L", "f_H": "recursion f_H", "prior": "prior heads", "posterior": "posterior heads"}
 

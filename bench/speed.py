@@ -41,7 +41,7 @@ from handwritten import handwritten_loss  # noqa: E402
 from gram_pyro import GRAM, prior_rollouts  # noqa: E402
 from gram_cli import setup_runtime  # noqa: E402
 from gram_pyro.runconfig import build_run_config  # noqa: E402
-from gram_pyro.train import BatchNoise, StepLoss, make_optimizer  # noqa: E402
+from gram_pyro.update import BatchNoise, StepLoss, make_optimizer  # noqa: E402
 from gram_pyro.config import OptimConfig  # noqa: E402
 
 

@@ -317,7 +317,7 @@ def register_params(module: nn.Module) -> None:
 @contextlib.contextmanager
 def without_param_sites():
     """Run model and guide without param sites: for a torch optimiser that steps ``module.parameters()``
-    directly (``gram_pyro.train.StepLoss``, the Trainer), the ~30 ``pyro.param`` calls per program are overhead.
+    directly (``gram_pyro.update.StepLoss``, the Trainer), the ~30 ``pyro.param`` calls per program are overhead.
     Losses and gradients are unchanged."""
     token = _PARAM_SITES.set(False)
     try:

@@ -2,7 +2,7 @@
 
 ARC conditions every (augmented) puzzle on a learned vector placed in the 16 prefix tokens (§1.4).  As in
 TRM (``models/sparse_embedding.py``, baselines-and-data.md §1.2): the table starts at zero, is a buffer,
-not a parameter (no AdamW state, no gradient clipping; the EMA copies it, ``gram_pyro.train.EMA``), and
+not a parameter (no AdamW state, no gradient clipping; the EMA copies it, ``gram_pyro.update.EMA``), and
 each update touches only the rows of its batch: the rows are looked up into a fresh leaf tensor that
 receives the gradient, and :meth:`step` applies sign-SGD with decoupled weight decay to those rows alone
 (TRM: lr 1e-2 for ARC).  Memory is the table itself; the per-update state is one row per batch element.

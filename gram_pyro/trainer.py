@@ -3,7 +3,7 @@
 Per batch the trainer makes one optimiser update per supervision step (N_sup updates; one without deep
 supervision), detaching the carry between steps.  All training randomness is a function of the seed
 and the counters — batch order (per epoch), augmentation (per batch) and the guide's noise (per update,
-:class:`~gram_pyro.train.BatchNoise`) — so a resumed run reproduces an uninterrupted one exactly, and k
+:class:`~gram_pyro.update.BatchNoise`) — so a resumed run reproduces an uninterrupted one exactly, and k
 processes reproduce one process on the same global batch.  Multi-process training uses
 ``torch.distributed`` with ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA), launched by
 ``torchrun``; only rank 0 writes logs and checkpoints.
@@ -31,7 +31,7 @@ from gram_pyro import checkpoint
 from gram_pyro.elbo import full_trajectory_elbo
 from gram_pyro.model import GRAM
 from gram_pyro.config import TrainConfig
-from gram_pyro.train import EMA, BatchNoise, StepLoss, exact_match, make_optimizer
+from gram_pyro.update import EMA, BatchNoise, StepLoss, exact_match, make_optimizer
 from gram_pyro.config import OptimConfig
 
 

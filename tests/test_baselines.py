@@ -10,7 +10,7 @@ from gram_pyro.baselines import MODELS, SYSTEMS, build_model
 from gram_cli import api, main
 from gram_pyro.config import GRAMConfig
 from gram_pyro.inference import prior_rollouts
-from gram_pyro.train import StepLoss
+from gram_pyro.update import StepLoss
 from gram_pyro.config import OptimConfig
 from gram_pyro.trainer import Trainer
 from tests.helpers import batch, tiny_config

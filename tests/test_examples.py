@@ -13,7 +13,7 @@ from pyro.infer import Predictive
 from gram_pyro import OptimConfig, TruncatedBalancedELBO, list_presets, preset, run_preset
 from gram_pyro.elbo import balanced_kl, detach_params
 from gram_pyro.runconfig import build_run_config
-from gram_pyro.train import StepLoss
+from gram_pyro.update import StepLoss
 from tests.helpers import batch, perturb_heads, tiny
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

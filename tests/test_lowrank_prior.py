@@ -10,7 +10,7 @@ import gram_pyro
 from gram_pyro.elbo import balanced_kl
 from gram_pyro.lowrank import LowRankSequenceNormal
 from gram_pyro.priors import LowRankPrior
-from gram_pyro.train import OptimConfig
+from gram_pyro.update import OptimConfig
 from gram_pyro.trainer import fit
 from tests.helpers import batch, perturb_heads, tiny, tiny_config
 

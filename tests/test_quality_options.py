@@ -12,7 +12,7 @@ import gram_tasks as tasks
 from gram_pyro.config import GRAMConfig
 from gram_pyro.model import GRAM
 from gram_pyro.runconfig import CONFIG_DIR
-from gram_pyro.train import StepLoss, prior_step
+from gram_pyro.update import StepLoss, prior_step
 from gram_tasks.graph_coloring import VERTEX, GraphColoringTask
 from tests.helpers import batch, perturb_heads, tiny_config
 

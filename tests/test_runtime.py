@@ -15,7 +15,7 @@ import torch
 from gram_pyro import checkpoint
 from gram_cli import api
 from gram_pyro.runconfig import ConfigError, build_run_config
-from gram_pyro.train import BatchNoise
+from gram_pyro.update import BatchNoise
 from gram_pyro.config import OptimConfig
 from gram_pyro.trainer import Trainer
 from gram_pyro.config import TrainConfig
@@ -199,7 +199,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
 
 
 def _inject_nan_at(monkeypatch, steps):
-    from gram_pyro.train import StepLoss
+    from gram_pyro.update import StepLoss
 
     orig = StepLoss.forward
     calls = {"n": 0}

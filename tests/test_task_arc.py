@@ -15,7 +15,7 @@ from gram_cli import main
 from gram_pyro.config import GRAMConfig
 from gram_pyro.model import GRAM
 from gram_pyro.puzzle_embedding import PuzzleEmbedding
-from gram_pyro.train import EMA
+from gram_pyro.update import EMA
 from gram_tasks import TaskInputError
 from gram_tasks.arc_augment import (
     arc_score, augment_grid, augmentation_table, decode_grid, dihedral, encode_grid, inverse_dihedral, invert_grid,

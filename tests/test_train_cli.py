@@ -7,7 +7,7 @@ import torch
 
 from gram_cli import main
 from gram_pyro.runconfig import run_preset
-from gram_pyro.train import EMA
+from gram_pyro.update import EMA
 from gram_pyro.config import OptimConfig
 from gram_pyro import trainer as trainer_module
 from gram_pyro.trainer import Trainer, fit
