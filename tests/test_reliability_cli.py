@@ -213,7 +213,7 @@ ROWS = [
     Row("C01", ["train", "--task", "nope", "--out", "{tmp}/new"],
         "unknown task 'nope'; known tasks: arc, arc-1, arc-2, digits, "),
     Row("C02", T + ["--preset", "nope"],
-        "unknown preset 'nope'; known: cpu, cpu-arc, cpu-tiny, paper, paper-arc, paper-sudoku"),
+        "unknown preset 'nope'; known: cpu, cpu-arc, cpu-graph, cpu-tiny, paper, paper-arc, paper-sudoku"),
     Row("C03", T + ["--set", "model.bogus=1"], "unknown config key model.bogus", sub=True),
     Row("C04", T + ["--set", "model.D=big"], "config key model.D expects int, got 'big'"),
     Row("C05", T + ["--set", "train.augment=perhaps"], "config key train.augment expects bool, got 'perhaps'"),
