@@ -73,7 +73,7 @@ def test_unknown_prior_is_a_clear_error():
 
 
 @pytest.mark.parametrize("prior,args", [("gaussian", ()), ("laplace", ()), ("student_t", (("df", 3.0),)),
-                                        ("sigma_schedule", ())])
+                                        ("sigma_schedule", ()), ("lowrank", (("rank", 2),))])
 def test_prior_mean_is_the_mean_of_the_prior_distribution(prior, args):
     """``TransitionPrior.mean`` (the μ head alone, for truncated_from=prior_mean) equals the distribution's mean."""
     gram = tiny(prior=prior, prior_args=args)
