@@ -267,7 +267,7 @@ def main() -> None:
     group = {"width1": "width", "ddp1": "ddp"}
     results = {k: fn(args) for k, fn in parts.items() if group.get(k, k) not in skip}
     rows = {
-        "step": ("Pyro step / hand-written torch step (same loss, model, batch, noise)", "pyro_ms", "torch_ms", "≤ 1.10"),
+        "step": ("Pyro step / hand-written torch step (same loss, model, batch, noise)", "pyro_ms", "torch_ms", "≤ 1.03"),
         "width": ("per-trajectory rollout cost, N = 20 / N = 1, 16 inputs (ms)", "n20_ms_per_traj", "n1_ms_per_traj",
                   "≤ 0.5"),
         "width1": ("per-trajectory rollout cost, N = 20 / N = 1, one input (`gram solve`) (ms)", "n20_ms_per_traj",

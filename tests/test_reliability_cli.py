@@ -228,7 +228,7 @@ ROWS = [
     Row("C13", T + ["--set", "model.mode=bogus"],
         "model: unknown mode 'bogus'; choose from gram, deterministic, stochastic_only, guide_only, flat"),
     Row("C14", T + ["--set", "model.prior=bogus"],
-        "unknown prior 'bogus'; registered: gaussian, laplace, sigma_schedule, student_t"),
+        "unknown prior 'bogus'; registered: gaussian, laplace, lowrank, sigma_schedule, student_t"),
     Row("C15", T + ["--preset", "{file}"], "cannot parse preset {file}: ",
         setup=write_file("broken.yaml", "model: {D: 32\n")),
     Row("C16", T + ["--preset", "{file}"], "preset {file}: top-level keys must be among model, optim, train",
