@@ -46,6 +46,13 @@ def setup_runtime(validate: bool = False) -> None:
     torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else max(1, cores))
 
 
+def _sampling_options(p: argparse.ArgumentParser) -> None:
+    """--device, --seed and --temperature of the commands that draw prior samples (eval, solve, generate)."""
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
+    p.add_argument("--temperature", type=_temperature, default=1.0, help=TEMPERATURE_HELP)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one ``gram: error: ...`` line (exit code 2) like every other error."""
 
@@ -265,9 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-inputs", type=_integer, default=None, help="evaluate the first N held-out inputs (N >= 1)")
     e.add_argument("--data", help="the data file the run was trained with, if any")
     e.add_argument("--json", action="store_true")
-    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
-    e.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
-    e.add_argument("--temperature", type=_temperature, default=1.0, help=TEMPERATURE_HELP)
+    _sampling_options(e)
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("solve", help="answers for your own input (string, board file or DIMACS .col graph)")
@@ -276,9 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=_integer, default=20)
     s.add_argument("--depth", type=_integer, default=None)
     s.add_argument("--json", action="store_true")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
-    s.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
-    s.add_argument("--temperature", type=_temperature, default=1.0, help=TEMPERATURE_HELP)
+    _sampling_options(s)
     s.set_defaults(func=cmd_solve)
 
     g = sub.add_parser("generate", help="unconditional samples (blank-input tasks) with validity")
@@ -288,9 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--show", type=_natural, default=3, help="samples to print")
     g.add_argument("--out", help="write every sample as JSON lines")
     g.add_argument("--json", action="store_true")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
-    g.add_argument("--seed", type=_natural, default=0, help="sampling seed (same seed, same numbers)")
-    g.add_argument("--temperature", type=_temperature, default=1.0, help=TEMPERATURE_HELP)
+    _sampling_options(g)
     g.set_defaults(func=cmd_generate)
 
     m = sub.add_parser("demo", help="GRAM vs the deterministic baseline on N-Queens 8x8, trained side by side")
