@@ -30,9 +30,8 @@ from tqdm import tqdm
 from gram_pyro import checkpoint
 from gram_pyro.elbo import full_trajectory_elbo
 from gram_pyro.model import GRAM
-from gram_pyro.config import TrainConfig
+from gram_pyro.config import OptimConfig, TrainConfig
 from gram_pyro.update import EMA, BatchNoise, StepLoss, exact_match, make_optimizer
-from gram_pyro.config import OptimConfig
 
 
 class NonFiniteError(FloatingPointError, ValueError):
@@ -80,8 +79,9 @@ class Stream(enum.IntEnum):
     EVALUATION = 4  # the prior rollouts of an evaluation, per evaluation
 
 
-IN_MEMORY = TrainConfig(eval_every=0, checkpoint_every=0)
-"""The training settings :class:`Trainer` uses when given none: no periodic evaluation and no periodic checkpoint."""
+IN_MEMORY = TrainConfig(eval_every=0, checkpoint_every=0, device="cpu")
+"""The training settings :class:`Trainer` uses when given none: no periodic evaluation, no periodic checkpoint, and
+the CPU (where the caller's tensors are), as before the Trainer took a ``TrainConfig``."""
 
 
 class Trainer:
