@@ -177,13 +177,10 @@ class ArcTask(Task):
     # --- checking ---------------------------------------------------------------------------
     def verify(self, x: np.ndarray, y: np.ndarray) -> bool:
         """``y``, mapped back through ``x``'s augmentation, equals the known output of ``x``'s input."""
-        try:
-            x = np.asarray(x, dtype=np.int64).reshape(-1)
-            y = np.asarray(y, dtype=np.int64).reshape(-1)
-        except (ValueError, TypeError):
+        pair = self.flat_pair(x, y)
+        if pair is None or self.locate(int(pair[0][0])) is None:
             return False
-        if x.shape != (self.seq_len,) or y.shape != (self.out_len,) or self.locate(int(x[0])) is None:
-            return False
+        x, y = pair
         target = self._known(x)
         pred = self.original(x, y)
         return target is not None and pred is not None and _same(pred, target[0])

@@ -80,6 +80,16 @@ class Task(abc.ABC):
     def verify(self, x: np.ndarray, y: np.ndarray) -> bool:
         """Is answer tokens ``y`` a valid answer for input tokens ``x``?  Never raises on bad tokens."""
 
+    def flat_pair(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """(x, y) flattened to int64 tokens when they have ``seq_len`` and ``out_len`` tokens, else None: the first
+        check of a ``verify`` that never raises."""
+        try:
+            x = np.asarray(x, dtype=np.int64).reshape(-1)
+            y = np.asarray(y, dtype=np.int64).reshape(-1)
+        except (ValueError, TypeError):
+            return None
+        return (x, y) if x.shape == (self.seq_len,) and y.shape == (self.out_len,) else None
+
     def solutions(self, x: np.ndarray) -> np.ndarray | None:
         """All valid answers of ``x`` as int64 [s, out_len] (canonical where defined), or None."""
         return None

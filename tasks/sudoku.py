@@ -141,14 +141,8 @@ class SudokuTask(Task):
     # --- checking ---------------------------------------------------------------------------
     def verify(self, x: np.ndarray, y: np.ndarray) -> bool:
         """``y`` is a complete valid grid that keeps every given of ``x``."""
-        try:
-            x = np.asarray(x, dtype=np.int64).reshape(-1)
-            y = np.asarray(y, dtype=np.int64).reshape(-1)
-        except (ValueError, TypeError):
-            return False
-        if x.shape != (self.seq_len,) or y.shape != (self.out_len,):
-            return False
-        return bool(valid_grids(y, self.n)[0] and givens_kept(x, y))
+        pair = self.flat_pair(x, y)
+        return pair is not None and bool(valid_grids(pair[1], self.n)[0] and givens_kept(*pair))
 
     def solutions(self, x: np.ndarray) -> np.ndarray | None:
         """All answers of ``x``, sorted, as tokens [s, n*n]: empty for an unsolvable or malformed input,
