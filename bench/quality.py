@@ -79,7 +79,8 @@ def train_and_evaluate(args, mode: str, out: Path) -> tuple[list[dict], list[dic
              "vote_acc": e["vote_acc"], "lprm_acc": e["lprm_acc"], "coverage": e.get("coverage", float("nan")),
              "coverage_max": e.get("coverage_max", float("nan")), "distinct_valid": e["distinct_valid"],
              "guide_acc": guide, "batches": batches, "cpu_minutes": minutes,
-             **({"conflicts": e["conflict_edges_total"]} if "conflict_edges_total" in e else {})} for e in evals]
+             **({"conflicts": e["conflict_edges_total"], "vote_conflicts": e["vote_conflicts"],
+                 "lprm_conflicts": e["lprm_conflicts"]} if "conflict_edges_total" in e else {})} for e in evals]
     T = run.config.model.T
     curves = [{"model": mode, "batch": e["batch"], "prior_acc": e.get("prior_acc"),
                "prior_coverage": e.get("prior_coverage", float("nan")), "elbo_full": e["elbo_full"],
@@ -123,7 +124,7 @@ def main() -> None:
     n_test = results[0][2]
     keys = ["model", "tau", "depth", "N", "accuracy", "vote_acc", "lprm_acc", "coverage", "coverage_max",
             "distinct_valid", "guide_acc", "batches", "cpu_minutes"]
-    keys += ["conflicts"] if "conflicts" in rows[0] else []
+    keys += ["conflicts", "vote_conflicts", "lprm_conflicts"] if "conflicts" in rows[0] else []
     table = markdown_table(rows, keys)
     curve = markdown_table(curves, ["model", "batch", "prior_acc", "prior_coverage", "elbo_full", "kl_step_1",
                                     "kl_later"])
@@ -139,7 +140,9 @@ def main() -> None:
                        table + "\n\nLearning curve (prior rollouts on held-out inputs during training):\n\n" + curve,
                        note=f"{n_test} held-out inputs; tau = sampling temperature; depth in supervision steps; "
                             f"accuracy = valid answers among all N samples; vote_acc / lprm_acc = accuracy of the "
-                            f"answer selected by majority vote / by the LPRM value head; coverage_max = the most N "
+                            f"answer selected by majority vote / by the LPRM value head; conflicts = conflict edges summed over "
+                            f"inputs and all N samples, vote_conflicts / lprm_conflicts = those of the selected "
+                            f"answer (one per input); coverage_max = the most N "
                             f"samples can cover (min(N, answers) / answers, averaged over inputs); guide_acc = "
                             f"validity of the guide's reconstruction, which sees a target (not available at test "
                             f"time); elbo_full (Eq. 13) and its KL, split into kl_step_1 (the first supervision "

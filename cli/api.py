@@ -286,7 +286,8 @@ def evaluate(run: Run, widths=(1, 5, 20), depths=None, halting: bool = False, sp
     sampled at temperature ``tau`` (``gram_pyro.inference.temperature``).
 
     Besides the task's metrics over all samples, ``vote_acc`` and ``lprm_acc`` are the accuracy of the one
-    answer selected per input by majority vote and by the LPRM value (gram-paper.md §3.2).  Inputs are rolled
+    answer selected per input by majority vote and by the LPRM value (gram-paper.md §3.2), and for graph colouring
+    ``vote_conflicts`` / ``lprm_conflicts`` that answer's conflict edges summed over the inputs.  Inputs are rolled
     out in groups of at most ``EVAL_TRAJECTORIES`` trajectories and only the answers at the requested depths
     are kept, so memory is bounded by the rollout chunk budget (``gram_pyro.inference.rows_per_chunk``,
     ``chunk_size`` trajectories at a time) plus the [inputs, width, L_out] answers, not by every step's.
@@ -316,10 +317,22 @@ def evaluate(run: Run, widths=(1, 5, 20), depths=None, halting: bool = False, sp
     for d in depths:
         answers, values = (torch.cat(parts) for parts in zip(*kept[d]))
         for w in widths:
-            picked = {"vote_acc": majority_vote(answers[:, :w]), "lprm_acc": lprm_best(answers[:, :w], values[:, :w])}
-            sel = {k: float(run.task.validity(inputs, v.numpy()[:, None]).mean()) for k, v in picked.items()}
-            rows.append({"depth": d, "width": w, **run.task.metrics(inputs, answers[:, :w].numpy()), **sel})
+            picked = {"vote": majority_vote(answers[:, :w]), "lprm": lprm_best(answers[:, :w], values[:, :w])}
+            rows.append({"depth": d, "width": w, **run.task.metrics(inputs, answers[:, :w].numpy()),
+                         **_selected_metrics(run.task, inputs, picked)})
     return rows
+
+
+def _selected_metrics(task: Task, inputs: np.ndarray, picked: dict[str, torch.Tensor]) -> dict[str, float]:
+    """``{name}_acc`` (validity) of each selected answer per input, and ``{name}_conflicts`` (conflict edges
+    summed over the inputs, the Table 1 metric of a selected answer) where the task counts them."""
+    out = {}
+    for name, answer in picked.items():
+        one = answer.numpy()[:, None]
+        out[f"{name}_acc"] = float(task.validity(inputs, one).mean())
+        if hasattr(task, "conflict_edges"):
+            out[f"{name}_conflicts"] = float(task.conflict_edges(inputs, one).sum())
+    return out
 
 
 EVAL_TRAJECTORIES = 2048

@@ -283,7 +283,7 @@ class SharedRecursion:
         self._priors: dict[tuple[str, int], tuple[torch.Tensor, object]] = {}
 
     def encode(self, x: torch.Tensor, compute: Callable):
-        if self._x is None or not torch.equal(self._x, x):
+        if self._x is None or not _same_values(self._x, x):
             self._x, self._e_x = x, compute(x)
         return self._e_x
 
@@ -327,7 +327,15 @@ def without_param_sites():
 
 
 def _same_state(a: Carry, b: Carry) -> bool:
-    return torch.equal(a.h, b.h) and (a.l is None or torch.equal(a.l, b.l))
+    return _same_values(a.h, b.h) and (a.l is None or _same_values(a.l, b.l))
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``torch.equal``, without reading the values when both are the same view of the same memory (a carry
+    detached twice: guide and model start a step from one tensor)."""
+    same_view = (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+                 and a.dtype == b.dtype)
+    return same_view or torch.equal(a, b)
 
 
 def guided_traces(model: Callable, guide: Callable, *args, **kwargs) -> tuple[poutine.Trace, poutine.Trace]:

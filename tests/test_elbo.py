@@ -132,6 +132,23 @@ def test_shared_recursion_computes_f_L_and_f_H_once(monkeypatch):
     assert calls["n"] == 2 * gram.cfg.T
 
 
+def test_shared_recursion_reuses_a_state_only_when_its_values_match():
+    """The cache hit test: the same memory seen through another detached tensor hits without reading values, a
+    copy with equal values hits, a changed value or another view of the same memory misses."""
+    from gram_pyro.model import Carry, SharedRecursion
+
+    h, l = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    rec, calls = SharedRecursion(), []
+    compute = lambda: calls.append(1) or len(calls)  # noqa: E731
+    assert rec.propose((0, 0), Carry(h, l), compute) == 1
+    assert rec.propose((0, 0), Carry(h.detach(), l.detach()), compute) == 1
+    assert rec.propose((0, 0), Carry(h.clone(), l.clone()), compute) == 1
+    changed = h.clone()
+    changed[1, 2, 3] += 1.0
+    assert rec.propose((0, 0), Carry(changed, l), compute) == 2
+    assert rec.propose((0, 0), Carry(h[:1], l[:1]), compute) == 3  # same data pointer, another shape
+
+
 @pytest.mark.parametrize("truncated_from", ["prior", "prior_mean"])
 def test_shared_recursion_scores_prior_drawn_transitions_with_the_guides_prior(truncated_from):
     """With truncated transitions drawn from the prior, the model reuses that distribution (one prior-head call

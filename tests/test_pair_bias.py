@@ -205,12 +205,14 @@ def test_gram_routes_by_the_links():
 
 
 def test_the_cpu_graph_preset_fills_the_pair_structure_and_refuses_a_task_without_one(tmp_path):
-    """``--preset cpu-graph``: the cpu preset with the pair-biased attention; the CLI fills the task's links."""
+    """``--preset cpu-graph``: the cpu preset with the pair-biased attention and repair training (prior carry,
+    LPRM on prior states); the CLI fills the task's links."""
     from gram_pyro.runconfig import ConfigError, build_run_config
 
     task = tasks.get_task("vertex-coloring-6")
     cfg = api.with_pair_structure(build_run_config(task.name, api.task_sizes(task), "cpu-graph"), task)
     assert cfg.model.pair_bias and cfg.model.mixer == "attention"
+    assert cfg.model.prior_carry == 0.5 and cfg.model.lprm_on_prior
     assert len(cfg.model.pair_tokens) == 6 * 5 // 2
     queens = tasks.get_task("nqueens-6")
     with pytest.raises(ConfigError, match="states no pair structure"):

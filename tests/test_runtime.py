@@ -242,3 +242,23 @@ def test_nan_skip_policy_skips_with_a_warning_and_a_bound(tmp_path, monkeypatch)
     _inject_nan_at(monkeypatch, set(range(100)))
     with pytest.raises(NonFiniteError, match="more than 2 skipped"):
         t.run(8)
+
+
+def test_selected_answers_report_validity_and_conflicts():
+    """``api.evaluate``'s per-selection columns: the picked answer's validity and, for graph colouring, its
+    conflict edges summed over the inputs (the Table 1 metric of a vote- or LPRM-selected answer)."""
+    import numpy as np
+    import gram_tasks as tasks
+
+    task = tasks.get_task("graph-coloring-6")
+    split = task.build(0)["test"]
+    x = split.inputs[:3]
+    mono = np.full(6, 3)
+    good, bad = torch.as_tensor(np.stack([s[0] for s in split.solutions[:3]])), torch.as_tensor(np.stack([mono] * 3))
+    mixed = torch.stack([good[0], bad[1], good[2]])
+    out = api._selected_metrics(task, x, {"vote": mixed, "lprm": bad})
+    assert out["vote_acc"] == pytest.approx(2 / 3) and out["lprm_acc"] == 0.0
+    assert out["vote_conflicts"] == int((x[1] == 2).sum())  # a one-colour answer conflicts on every edge
+    assert out["lprm_conflicts"] == int((x == 2).sum())
+    assert "vote_conflicts" not in api._selected_metrics(tasks.get_task("toy-perm-4"), np.zeros((1, 4), int),
+                                                         {"vote": torch.zeros(1, 4, dtype=torch.long)})
