@@ -334,7 +334,7 @@ def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
     """``torch.equal``, without reading the values when both are the same view of the same memory (a carry
     detached twice: guide and model start a step from one tensor)."""
     same_view = (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
-                 and a.dtype == b.dtype)
+                 and a.dtype == b.dtype and a.device == b.device)
     return same_view or torch.equal(a, b)
 
 
