@@ -25,22 +25,18 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results, markdown_table  # noqa: E402
+from speed import data, model_config  # noqa: E402
 
 from gram_cli import setup_runtime  # noqa: E402
 from gram_pyro import GRAM  # noqa: E402
 from gram_pyro.config import OptimConfig  # noqa: E402
 from gram_pyro.priors import LocScaleHead  # noqa: E402
-from gram_pyro.runconfig import build_run_config  # noqa: E402
 from gram_pyro.update import BatchNoise, StepLoss, make_optimizer  # noqa: E402
-
-
-def _config(args):
-    return build_run_config("bench", dict(vocab_size=6, seq_len=args.seq_len), args.preset).model
 
 
 def _update_fn(args, compiled: bool):
     """One supervision-step update of a fresh model (seed 0); ``compiled``: f_L and f_H compiled in place."""
-    cfg = _config(args)
+    cfg = model_config(args)
     torch.manual_seed(0)
     gram = GRAM(cfg)
     if compiled:
@@ -48,9 +44,7 @@ def _update_fn(args, compiled: bool):
             if stack is not None:
                 stack.compile(dynamic=False)
     step_loss, (opt, _) = StepLoss(gram, cfg.alpha), make_optimizer(gram, OptimConfig())
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(1, 6, (args.batch, args.seq_len), generator=g)
-    y = torch.randint(2, 6, (args.batch, args.seq_len), generator=g)
+    x, y = data(args)
 
     def update(i: int) -> float:
         with BatchNoise(torch.Generator().manual_seed(i), len(x)):
@@ -90,7 +84,7 @@ def _fused(head: LocScaleHead, v: torch.Tensor):
 
 
 def fused_heads_ratio(args) -> dict:
-    cfg = _config(args)
+    cfg = model_config(args)
     torch.manual_seed(0)
     head = LocScaleHead(cfg)
     for m in (head.mu.w2, head.sigma.w2):  # non-zero output layers, so the comparison is not of zeros
