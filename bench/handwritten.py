@@ -4,13 +4,16 @@ It reuses the model's networks (``GRAM.encode/decode``, f_L, f_H, the prior and 
 computes exactly the loss of ``gram_pyro.update.StepLoss`` for one supervision step: T transitions, the first
 T−1 without gradient and drawn from the posterior, the prior or set to the prior mean (``truncated_from``), then
 −log p(y | z_T) + β·[α·KL(sg q‖p) + (1−α)·KL(q‖sg p)] of the last transition, plus the halt and LPRM losses
-(exact-match reward).  Only for benchmarks.
+(exact-match reward).  The balanced KL is one KL whose posterior tensors pass (1−α) and prior tensors α of
+their gradient (``gram_pyro.elbo.grad_scaled``), as the ELBO computes it.  Only for benchmarks.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from gram_pyro.elbo import grad_scaled
 
 
 def kl_normal(q_loc, q_scale, p_loc, p_scale):
@@ -40,8 +43,8 @@ def handwritten_loss(gram, x, y, h, l, beta: float, alpha: float, generator: tor
                 loc, scale = gram.prior.head(u)
             h = u + loc + scale * torch.randn(u.shape, generator=generator)
     p_loc, p_scale = gram.prior.head(u)
-    kl = alpha * kl_normal(q_loc.detach(), q_scale.detach(), p_loc, p_scale)
-    kl = kl + (1 - alpha) * kl_normal(q_loc, q_scale, p_loc.detach(), p_scale.detach())
+    q_loc, q_scale = grad_scaled(q_loc, 1 - alpha), grad_scaled(q_scale, 1 - alpha)
+    kl = kl_normal(q_loc, q_scale, grad_scaled(p_loc, alpha), grad_scaled(p_scale, alpha))
     logits = gram.decode(h)
     nll = F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="sum")
     B = x.shape[0]

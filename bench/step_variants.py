@@ -1,4 +1,4 @@
-"""Two training-step variants of issue 18, item 2, measured against the current step in one run.
+"""Three training-step variants of issue 18, item 2, measured against the current step in one run.
 
     python bench/step_variants.py [--preset cpu] [--batch 64] [--seq-len 64] [--repeats 20] [--write]
 
@@ -8,6 +8,8 @@
 2. Fused μ/σ heads: one ``[D, 4·D_h]`` matmul for the w13 layers of both SwiGLU heads of a ``LocScaleHead``
    (the same weights concatenated, so the same values) against the two separate heads, forward + backward on
    ``batch × S`` rows.  Values are checked equal first.
+3. The balanced KL as it was computed before: two KL evaluations on stop-gradient copies, α·KL(sg q ‖ p) +
+   (1−α)·KL(q ‖ sg p), against the current one evaluation on gradient-scaled copies (``elbo.balanced_kl``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +31,7 @@ from common import append_results, markdown_table  # noqa: E402
 from speed import data, model_config  # noqa: E402
 
 from gram_cli import setup_runtime  # noqa: E402
-from gram_pyro import GRAM  # noqa: E402
+from gram_pyro import GRAM, elbo  # noqa: E402
 from gram_pyro.config import OptimConfig  # noqa: E402
 from gram_pyro.priors import LocScaleHead  # noqa: E402
 from gram_pyro.update import BatchNoise, StepLoss, make_optimizer  # noqa: E402
@@ -57,6 +60,18 @@ def _update_fn(args, compiled: bool):
     return update
 
 
+def _interleaved(fns: dict, repeats: int) -> dict:
+    """Median ms of each update function, interleaved; the first two rounds are warm-up."""
+    times = {k: [] for k in fns}
+    for i in range(1, repeats + 3):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn(i)
+            if i > 2:
+                times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
 def compile_ratio(args) -> dict:
     eager, compiled = _update_fn(args, False), _update_fn(args, True)
     t0 = time.perf_counter()
@@ -64,16 +79,30 @@ def compile_ratio(args) -> dict:
     compile_s = time.perf_counter() - t0
     if abs(first - eager(0)) > 1e-3 * max(1.0, abs(first)):
         raise SystemExit(f"compiled and eager losses differ: {first} vs {eager(0)}")
-    times = {"eager": [], "compiled": []}
-    for i in range(1, args.repeats + 3):  # interleaved; the first two are warm-up
-        for name, fn in (("eager", eager), ("compiled", compiled)):
-            t = time.perf_counter()
-            fn(i)
-            if i > 2:
-                times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    med = _interleaved({"eager": eager, "compiled": compiled}, args.repeats)
     return {"variant": "torch.compile of f_L, f_H", "current_ms": med["eager"], "variant_ms": med["compiled"],
             "ratio": med["compiled"] / med["eager"], "once_s": compile_s}
+
+
+def _two_stop_gradient_kls(q, p, value, alpha: float):
+    """The balanced KL of gram-paper.md §2.4 as two KL evaluations on stop-gradient copies (the earlier code)."""
+    return (alpha * elbo.kl_term(elbo.detach_params(q), p, value.detach())
+            + (1 - alpha) * elbo.kl_term(q, elbo.detach_params(p), value))
+
+
+def kl_ratio(args) -> dict:
+    current, earlier = _update_fn(args, False), _update_fn(args, False)
+
+    def two_kls(i: int) -> float:
+        with mock.patch.object(elbo, "balanced_kl", _two_stop_gradient_kls):
+            return earlier(i)
+
+    a, b = current(0), two_kls(0)
+    if abs(a - b) > 1e-4 * max(1.0, abs(a)):
+        raise SystemExit(f"one-KL and two-KL losses differ: {a} vs {b}")
+    med = _interleaved({"one": current, "two": two_kls}, args.repeats)
+    return {"variant": "balanced KL as two stop-gradient KLs (earlier)", "current_ms": med["one"],
+            "variant_ms": med["two"], "ratio": med["two"] / med["one"], "once_s": 0.0}
 
 
 def _fused(head: LocScaleHead, v: torch.Tensor):
@@ -115,7 +144,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="gram-inductor-")  # a cold compile, as a run pays
     setup_runtime()
-    rows = [fused_heads_ratio(args), compile_ratio(args)]
+    rows = [fused_heads_ratio(args), kl_ratio(args), compile_ratio(args)]
     table = markdown_table(rows, ["variant", "current_ms", "variant_ms", "ratio", "once_s"])
     print(table)
     if args.write:

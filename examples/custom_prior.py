@@ -3,7 +3,7 @@
 p_θ(ε | u) = Σ_k π_k(u) N(μ_θ(u) + m_k, σ_θ(u)²): the component means are offsets ``m_k`` (parameters, not
 constructor arguments of the distribution) around the paper's μ head, and the weights π(u) are read from
 the first token of u.  No torch KL exists for (Normal, mixture), so the ELBO uses the one-sample estimate
-log q − log p, balanced with a stop-gradient that ``gram_pyro.elbo.detach_params`` builds for any
+log q − log p, balanced by the gradient-scaled copies that ``gram_pyro.elbo.grad_scaled`` builds for any
 distribution (docs/custom_priors.md).  ``python examples/custom_prior.py [--tiny]``
 """
 

@@ -112,18 +112,20 @@ def prior_rollouts(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     tempered = temperature(tau)  # validates tau before any work
     B, N = x.shape[0], num_samples
-    flat = x.to(gram.z0.device).repeat_interleave(N, dim=0)  # fold width into the batch: row b*N + i is draw i of b
+    x = x.to(gram.z0.device)
+    drawn = N if getattr(gram, "draws_latents", True) else 1  # a model that draws nothing: N equal trajectories
+    flat = x.repeat_interleave(drawn, dim=0)  # fold width into the batch: row b*N + i is draw i of b
     starts = range(0, len(flat), chunk_size)
     with tempered:
         parts = [_rollout_chunk(gram, flat[i : i + chunk_size], depth, halting)
                  for i in tqdm(starts, desc="rollouts", disable=not progress or len(starts) < 2)]
-    answers, halt_prob, value = (torch.cat(p, dim=0) for p in zip(*parts))
+    answers, halt_prob, value = (torch.cat(p, dim=0).repeat_interleave(N // drawn, dim=0) for p in zip(*parts))
     if halting:
         fired = halt_prob > 0.5
         halt_step = torch.where(fired.any(-1), fired.float().argmax(-1), torch.full_like(fired[:, 0], depth - 1, dtype=torch.long))
     else:
-        halt_step = torch.full((len(flat),), depth - 1, dtype=torch.long)
-    rows = torch.arange(len(flat))
+        halt_step = torch.full((B * N,), depth - 1, dtype=torch.long)
+    rows = torch.arange(B * N)
     final, final_value = answers[rows, halt_step], value[rows, halt_step]
     return Rollouts(
         answers=answers.view(B, N, depth, -1),

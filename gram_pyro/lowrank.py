@@ -34,7 +34,7 @@ class LowRankSequenceNormal(dist.TorchDistribution):
 
     ``loc`` and ``cov_diag`` are [..., S, D], ``cov_factor`` W is [..., S, D, r]; batch shape ``loc.shape[:-2]``.
     The flat distribution is the attribute ``flat`` (a ``LowRankMultivariateNormal``), so the ELBO's
-    stop-gradient copy (``elbo.detach_params``) detaches its tensors too.
+    gradient-scaled copy (``elbo.grad_scaled``, which the balanced KL uses) covers its tensors too.
     """
 
     arg_constraints = {}

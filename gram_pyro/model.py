@@ -105,6 +105,12 @@ class GRAM(nn.Module):
         e = self.embed(x) * math.sqrt(self.cfg.D)
         return torch.cat([prefix.expand(*e.shape[:-2], -1, -1), e], dim=-2)
 
+    @property
+    def draws_latents(self) -> bool:
+        """Whether a prior rollout draws ε (Eq. 8), so that the N trajectories of one input differ (§3.1); the
+        deterministic recursion draws none, and :func:`~gram_pyro.inference.prior_rollouts` runs it once per input."""
+        return self.cfg.stochastic
+
     def initial_carry(self, batch_shape: torch.Size) -> Carry:
         """z_0 broadcast to every instance and position."""
         shape = (*batch_shape, self.cfg.S, self.cfg.D)

@@ -3,6 +3,7 @@
 import contextlib
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
@@ -11,7 +12,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
 from gram_pyro import TruncatedBalancedELBO, full_trajectory_elbo
-from gram_pyro.elbo import balanced_kl
+from gram_pyro.elbo import balanced_kl, grad_scaled
 from tests.helpers import batch, perturb_heads, tiny
 
 
@@ -242,3 +243,16 @@ def test_without_param_sites_changes_no_loss_and_no_gradient():
     (loss_a, ga), (loss_b, gb) = grads
     assert loss_a == pytest.approx(loss_b, rel=1e-6) and len(ga) == len(gb)
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(ga, gb))
+
+
+@pytest.mark.parametrize("c", [0.0, 0.3, 1.0])
+def test_grad_scaled_keeps_the_value_and_scales_the_gradient(c):
+    loc = torch.randn(3, 4, requires_grad=True)
+    d = dist.Normal(loc * 2, 1.0).to_event(1)
+    v = torch.randn(3, 4)
+    ref = torch.autograd.grad(d.log_prob(v).sum(), loc, retain_graph=True)[0]
+    scaled = grad_scaled(d, c)
+    assert type(scaled) is type(d) and torch.equal(scaled.log_prob(v), d.log_prob(v))
+    out = scaled.log_prob(v).sum()
+    got = torch.autograd.grad(out, loc)[0] if out.requires_grad else torch.zeros_like(loc)
+    assert torch.allclose(got, c * ref)

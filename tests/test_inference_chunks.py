@@ -2,7 +2,8 @@
 
 The guarantee tested: how trajectories are split into chunks changes which random numbers each one gets, never
 the computation, so a model without noise (the deterministic mode, or GRAM at τ = 0) gives the same answers and
-values, to float32 round-off, for any chunk size; the in-place SwiGLU of rollouts computes the same values as
+values, to float32 round-off, for any chunk size; a model that draws no latent is run once per input and gives
+the answers and values of running its N copies; the in-place SwiGLU of rollouts computes the same values as
 the autograd path in the same process.
 """
 
@@ -38,6 +39,18 @@ def test_chunk_size_changes_no_noise_free_answer(mode, tau):
         assert torch.equal(r.answers, runs[0].answers)
         assert torch.allclose(r.value, runs[0].value, rtol=1e-5, atol=1e-6)
         assert torch.allclose(r.halt_prob, runs[0].halt_prob, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_without_latents_runs_once_per_input_with_the_answers_of_its_copies():
+    torch.manual_seed(0)
+    det = tiny(mode="deterministic", mixer="mlp").eval()
+    x, _ = batch(B=4)
+    assert not det.draws_latents and tiny().draws_latents
+    once = prior_rollouts(det, x, num_samples=3, depth=3, halting=True)
+    copies = prior_rollouts(det, x.repeat_interleave(3, dim=0), num_samples=1, depth=3, halting=True)
+    assert torch.equal(once.answers.flatten(0, 1), copies.answers.flatten(0, 1))
+    assert torch.equal(once.halt_step.flatten(), copies.halt_step.flatten())
+    assert torch.allclose(once.value.flatten(0, 1), copies.value.flatten(0, 1), rtol=1e-5, atol=1e-6)
 
 
 def test_chunk_size_must_be_positive():

@@ -91,6 +91,8 @@ class ARAnswer(dist.TorchDistribution):
 class ARTransformer(Baseline):
     """Decoder-only model of [x ; y]; the carry's h is the hidden state of the whole sequence."""
 
+    draws_latents = True  # its answer is sampled token by token: the N trajectories of an input differ
+
     def __init__(self, cfg):
         super().__init__(cfg)
         length = cfg.S + cfg.L_out - 1

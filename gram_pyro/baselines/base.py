@@ -54,6 +54,7 @@ class Baseline(nn.Module):
     fixed random initial states z_0, a linear (or SwiGLU) output head, a 2-logit Q head and the LPRM value head."""
 
     stochastic = False
+    draws_latents = False  # prior rollouts are deterministic: N trajectories of an input are one (ar.py: True)
     two_states = False  # l is carried (TRM, HRM)
     detach_steps = True  # carry detached between supervision steps (False: Looped TF's full backprop)
 
