@@ -114,7 +114,7 @@ def prior_rollouts(
     B, N = x.shape[0], num_samples
     x = x.to(gram.z0.device)
     drawn = N if getattr(gram, "draws_latents", True) else 1  # a model that draws nothing: N equal trajectories
-    flat = x.repeat_interleave(drawn, dim=0)  # fold width into the batch: row b*N + i is draw i of b
+    flat = x.repeat_interleave(drawn, dim=0)  # fold width into the batch: row b*drawn + i is draw i of b
     starts = range(0, len(flat), chunk_size)
     with tempered:
         parts = [_rollout_chunk(gram, flat[i : i + chunk_size], depth, halting)
