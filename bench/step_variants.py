@@ -1,6 +1,7 @@
-"""Three training-step variants of issue 18, item 2, measured against the current step in one run.
+"""Four training-step variants of issue 18, item 2, measured against the current step in one run.
 
-    python bench/step_variants.py [--preset cpu] [--batch 64] [--seq-len 64] [--repeats 20] [--write]
+    python bench/step_variants.py [--preset cpu] [--batch 64] [--seq-len 64] [--repeats 20]
+        [--variants heads,kl,norm,compile] [--write]
 
 1. ``torch.compile`` of the deterministic transition's networks (f_L and f_H, ``nn.Module.compile``, static
    shapes, an empty inductor cache): seconds of the first compiled update (what the budget pays once per shape,
@@ -10,6 +11,9 @@
    ``batch × S`` rows.  Values are checked equal first.
 3. The balanced KL as it was computed before: two KL evaluations on stop-gradient copies, α·KL(sg q ‖ p) +
    (1−α)·KL(q ‖ sg p), against the current one evaluation on gradient-scaled copies (``elbo.balanced_kl``).
+4. The blocks' post-norm residual ``rms(x + r)`` as one autograd node with a written-out backward (the sum
+   normalised in place; fewer elementwise passes than ``F.rms_norm``'s pow/mean/rsqrt/mul kernels) against
+   the current ``layers.rms_norm(x + r)``.  Values are checked equal first.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from unittest import mock
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results, markdown_table  # noqa: E402
 from speed import data, model_config  # noqa: E402
 
 from gram_cli import setup_runtime  # noqa: E402
-from gram_pyro import GRAM, elbo  # noqa: E402
+from gram_pyro import GRAM, elbo, layers  # noqa: E402
 from gram_pyro.config import OptimConfig  # noqa: E402
 from gram_pyro.priors import LocScaleHead  # noqa: E402
 from gram_pyro.update import BatchNoise, StepLoss, make_optimizer  # noqa: E402
@@ -90,19 +95,55 @@ def _two_stop_gradient_kls(q, p, value, alpha: float):
             + (1 - alpha) * elbo.kl_term(q, elbo.detach_params(p), value))
 
 
-def kl_ratio(args) -> dict:
-    current, earlier = _update_fn(args, False), _update_fn(args, False)
+def _patched_ratio(args, label: str, patch) -> dict:
+    """The current update against the same update under ``patch`` (a ``mock.patch``), after checking equal losses."""
+    current, other = _update_fn(args, False), _update_fn(args, False)
 
-    def two_kls(i: int) -> float:
-        with mock.patch.object(elbo, "balanced_kl", _two_stop_gradient_kls):
-            return earlier(i)
+    def variant(i: int) -> float:
+        with patch:
+            return other(i)
 
-    a, b = current(0), two_kls(0)
+    a, b = current(0), variant(0)
     if abs(a - b) > 1e-4 * max(1.0, abs(a)):
-        raise SystemExit(f"one-KL and two-KL losses differ: {a} vs {b}")
-    med = _interleaved({"one": current, "two": two_kls}, args.repeats)
-    return {"variant": "balanced KL as two stop-gradient KLs (earlier)", "current_ms": med["one"],
-            "variant_ms": med["two"], "ratio": med["two"] / med["one"], "once_s": 0.0}
+        raise SystemExit(f"{label}: the losses differ: {a} (current) vs {b}")
+    med = _interleaved({"current": current, "variant": variant}, args.repeats)
+    return {"variant": label, "current_ms": med["current"], "variant_ms": med["variant"],
+            "ratio": med["variant"] / med["current"], "once_s": 0.0}
+
+
+def kl_ratio(args) -> dict:
+    return _patched_ratio(args, "balanced KL as two stop-gradient KLs (earlier)",
+                          mock.patch.object(elbo, "balanced_kl", _two_stop_gradient_kls))
+
+
+class _AddRMSNorm(torch.autograd.Function):
+    """y = s · rstd with s = x + r, rstd = 1 / sqrt(mean(s²) + eps); ∂L/∂s = rstd · (g − y · mean(g · y))."""
+
+    @staticmethod
+    def forward(ctx, x, r, eps):
+        s = x + r
+        rstd = torch.rsqrt(s.pow(2).mean(-1, keepdim=True).add_(eps))
+        y = s.mul_(rstd)
+        ctx.save_for_backward(y, rstd)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        y, rstd = ctx.saved_tensors
+        grad = torch.addcmul(g, y, (g * y).mean(-1, keepdim=True), value=-1).mul_(rstd)
+        return grad, grad, None
+
+
+def _fused_norm_block(block: layers.Block, x: torch.Tensor, attn_bias=None) -> torch.Tensor:
+    """``layers.Block.forward`` with each ``rms_norm(x + r)`` as one :class:`_AddRMSNorm` node."""
+    x = _AddRMSNorm.apply(x, block.mixer(x) if attn_bias is None else block.mixer(x, attn_bias), 1e-5)
+    return _AddRMSNorm.apply(x, block.mlp(x), 1e-5)
+
+
+def norm_ratio(args) -> dict:
+    return _patched_ratio(args, "post-norm residual rms(x + r) as one autograd node",
+                          mock.patch.object(layers.Block, "forward", _fused_norm_block))
 
 
 def _fused(head: LocScaleHead, v: torch.Tensor):
@@ -140,11 +181,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--variants", default="heads,kl,norm,compile", help="which of heads, kl, norm, compile to run")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
+    variants = {"heads": fused_heads_ratio, "kl": kl_ratio, "norm": norm_ratio, "compile": compile_ratio}
+    chosen = args.variants.split(",")
+    if unknown := sorted(set(chosen) - set(variants)):
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(variants)}")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="gram-inductor-")  # a cold compile, as a run pays
     setup_runtime()
-    rows = [fused_heads_ratio(args), kl_ratio(args), compile_ratio(args)]
+    rows = [variants[name](args) for name in chosen]
     table = markdown_table(rows, ["variant", "current_ms", "variant_ms", "ratio", "once_s"])
     print(table)
     if args.write:

@@ -6,7 +6,11 @@
 1. Peak: median GFLOP/s of a 1024³ float32 matmul in this process.
 2. Training: one batch of the run preset (every supervision-step update: forward, backward, AdamW) on random
    tokens of the task's sizes; FLOPs from ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and attention),
-   median time of ``--repeats`` batches: GFLOP/s and percent of peak.
+   median time of ``--repeats`` batches: GFLOP/s and percent of peak.  Beside it, the same batch's matrix
+   multiplications alone (every ``mm``/``addmm``/``bmm`` it calls, recorded with their shapes and strides and
+   replayed on fresh tensors in the same order): the share of the batch's time they take, and the percent of
+   peak a batch would reach if everything else cost nothing — the ceiling for these shapes (exact for the
+   sequence-MLP mixer; with attention, ``scaled_dot_product_attention``'s FLOPs are counted but not replayed).
 3. Rollouts: ``--inputs`` × ``--width`` prior trajectories of ``--depth`` steps (what ``gram eval`` runs), in a
    fresh process each, once with the rollout chunks sized by the element budget
    (``gram_pyro.inference.rows_per_chunk``, the default) and once with the former fixed 4,096 rows: wall time,
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,13 +65,46 @@ def peak_gflops(repeats: int = 10) -> float:
     return 2 * 1024**3 / statistics.median(ts) / 1e9
 
 
-def training(args, peak: float) -> dict:
-    """GFLOP/s of the run preset's training batches (all N_sup updates of a batch)."""
+MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
+
+
+class MatmulRecorder(TorchDispatchMode):
+    """Records (op, [(shape, stride) of each tensor argument]) of every matrix multiplication that runs under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in MATMULS:
+            self.calls.append((func, [(a.shape, a.stride()) for a in args if isinstance(a, torch.Tensor)]))
+        return func(*args, **(kwargs or {}))
+
+
+def replay_seconds(calls: list, repeats: int) -> float:
+    """Median seconds of running ``calls`` (a :class:`MatmulRecorder`'s) alone, on fresh tensors of the same layout."""
+    operands = [(func, [_strided_randn(s, st) for s, st in shapes]) for func, shapes in calls]
+    ts = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        for func, ops in operands:
+            func(*ops)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts[1:])
+
+
+def _strided_randn(shape, stride) -> torch.Tensor:
+    storage = 1 + sum((n - 1) * st for n, st in zip(shape, stride))
+    return torch.randn(storage).as_strided(shape, stride)
+
+
+def training(args, peak: float) -> list[dict]:
+    """GFLOP/s of the run preset's training batches (all N_sup updates of a batch), and of their matmuls alone."""
     cfg = model_config(args)
     x, y = tokens(cfg, args.batch, cfg.seq_len), tokens(cfg, args.batch, cfg.L_out)
     t = Trainer(GRAM(cfg), x, y, OptimConfig(batch_size=args.batch))
     t.run(1)  # warm-up
-    with FlopCounterMode(display=False) as fc:
+    with FlopCounterMode(display=False) as fc, MatmulRecorder() as rec:
         t.run(2)
     flops = fc.get_total_flops()
     ts = []
@@ -74,9 +112,13 @@ def training(args, peak: float) -> dict:
         t0 = time.perf_counter()
         t.run(t.batch + 1)
         ts.append(time.perf_counter() - t0)
-    rate = flops / statistics.median(ts) / 1e9
-    return {"what": f"training batch ({args.batch} rows, N_sup = {cfg.N_sup})", "gflop": flops / 1e9,
-            "seconds": statistics.median(ts), "gflop_s": rate, "peak_pct": 100 * rate / peak}
+    seconds, mm_seconds = statistics.median(ts), replay_seconds(rec.calls, args.repeats)
+    what = f"training batch ({args.batch} rows, N_sup = {cfg.N_sup})"
+    return [{"what": what, "gflop": flops / 1e9, "seconds": seconds, "gflop_s": flops / seconds / 1e9,
+             "peak_pct": 100 * flops / seconds / 1e9 / peak},
+            {"what": f"its {len(rec.calls)} matmuls alone ({mm_seconds / seconds:.0%} of the batch's time)",
+             "gflop": flops / 1e9, "seconds": mm_seconds, "gflop_s": flops / mm_seconds / 1e9,
+             "peak_pct": 100 * flops / mm_seconds / 1e9 / peak}]
 
 
 ROLLOUT_SCRIPT = """
@@ -136,7 +178,7 @@ def main() -> None:
     args = ap.parse_args()
     setup_runtime()
     peak = peak_gflops()
-    rows = [training(args, peak), rollouts(args, peak, None)] + ([] if args.no_fixed else [rollouts(args, peak, 4096)])
+    rows = [*training(args, peak), rollouts(args, peak, None)] + ([] if args.no_fixed else [rollouts(args, peak, 4096)])
     peak_after = peak_gflops()
     keys = ["what", "gflop", "seconds", "gflop_s", "peak_pct", "sys_user", "rss_mib"]
     table = markdown_table(rows, keys)

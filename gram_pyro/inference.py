@@ -116,10 +116,14 @@ def prior_rollouts(
     drawn = N if getattr(gram, "draws_latents", True) else 1  # a model that draws nothing: N equal trajectories
     flat = x.repeat_interleave(drawn, dim=0)  # fold width into the batch: row b*drawn + i is draw i of b
     starts = range(0, len(flat), chunk_size)
+    out = None  # answers, halt_prob, value of every drawn row, filled chunk by chunk (one copy of the result)
     with tempered:
-        parts = [_rollout_chunk(gram, flat[i : i + chunk_size], depth, halting)
-                 for i in tqdm(starts, desc="rollouts", disable=not progress or len(starts) < 2)]
-    answers, halt_prob, value = (torch.cat(p, dim=0).repeat_interleave(N // drawn, dim=0) for p in zip(*parts))
+        for i in tqdm(starts, desc="rollouts", disable=not progress or len(starts) < 2):
+            part = _rollout_chunk(gram, flat[i : i + chunk_size], depth, halting)
+            out = out or [torch.empty((len(flat), *p.shape[1:]), dtype=p.dtype) for p in part]
+            for o, p in zip(out, part):
+                o[i : i + len(p)] = p
+    answers, halt_prob, value = (o if drawn == N else o.repeat_interleave(N // drawn, dim=0) for o in out)
     if halting:
         fired = halt_prob > 0.5
         halt_step = torch.where(fired.any(-1), fired.float().argmax(-1), torch.full_like(fired[:, 0], depth - 1, dtype=torch.long))
