@@ -14,8 +14,8 @@
 3. Rollouts: ``--inputs`` × ``--width`` prior trajectories of ``--depth`` steps (what ``gram eval`` runs), in a
    fresh process each, once with the rollout chunks sized by the element budget
    (``gram_pyro.inference.rows_per_chunk``, the default) and once with the former fixed 4,096 rows: wall time,
-   user and system CPU time, peak RSS, GFLOP/s and percent of peak (FLOPs counted on one input and scaled:
-   every trajectory step costs the same).
+   user and system CPU time, peak RSS (the subprocess's own VmHWM), GFLOP/s and percent of peak (FLOPs counted
+   on one input and scaled: every trajectory step costs the same).
 
 An untrained model costs what a trained one does, so no training run is needed.
 """
@@ -98,6 +98,12 @@ def _strided_randn(shape, stride) -> torch.Tensor:
     return torch.randn(storage).as_strided(shape, stride)
 
 
+def _rate(what: str, flops: float, seconds: float, peak: float) -> dict:
+    """A table row: GFLOP, seconds, GFLOP/s and percent of ``peak``."""
+    return {"what": what, "gflop": flops / 1e9, "seconds": seconds, "gflop_s": flops / seconds / 1e9,
+            "peak_pct": 100 * flops / seconds / 1e9 / peak}
+
+
 def training(args, peak: float) -> list[dict]:
     """GFLOP/s of the run preset's training batches (all N_sup updates of a batch), and of their matmuls alone."""
     cfg = model_config(args)
@@ -113,12 +119,9 @@ def training(args, peak: float) -> list[dict]:
         t.run(t.batch + 1)
         ts.append(time.perf_counter() - t0)
     seconds, mm_seconds = statistics.median(ts), replay_seconds(rec.calls, args.repeats)
-    what = f"training batch ({args.batch} rows, N_sup = {cfg.N_sup})"
-    return [{"what": what, "gflop": flops / 1e9, "seconds": seconds, "gflop_s": flops / seconds / 1e9,
-             "peak_pct": 100 * flops / seconds / 1e9 / peak},
-            {"what": f"its {len(rec.calls)} matmuls alone ({mm_seconds / seconds:.0%} of the batch's time)",
-             "gflop": flops / 1e9, "seconds": mm_seconds, "gflop_s": flops / mm_seconds / 1e9,
-             "peak_pct": 100 * flops / mm_seconds / 1e9 / peak}]
+    return [_rate(f"training batch ({args.batch} rows, N_sup = {cfg.N_sup})", flops, seconds, peak),
+            _rate(f"its {len(rec.calls)} matmuls alone ({mm_seconds / seconds:.0%} of the batch's time)", flops,
+                  mm_seconds, peak)]
 
 
 ROLLOUT_SCRIPT = """
@@ -137,8 +140,10 @@ x = tokens(cfg, args["inputs"], cfg.seq_len, low=1)
 t0, c0 = time.perf_counter(), os.times()
 prior_rollouts(gram, x, args["width"], depth=args["depth"], chunk_size=args["chunk"])
 t1, c1 = time.perf_counter(), os.times()
-print(json.dumps(dict(wall=t1 - t0, user=c1.user - c0.user, sys=c1.system - c0.system,
-                      rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+# VmHWM: this process's own peak; ru_maxrss keeps the parent's peak across fork + exec on Linux
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")] if os.path.exists("/proc/self/status") else []
+rss_kib = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(wall=t1 - t0, user=c1.user - c0.user, sys=c1.system - c0.system, rss_mib=rss_kib / 1024)))
 """
 
 
@@ -158,10 +163,8 @@ def rollouts(args, peak: float, chunk: int | None) -> dict:
     m = json.loads(res.stdout.splitlines()[-1])
     flops = rollout_flops(args)
     label = "element budget (default)" if chunk is None else f"fixed {chunk} rows"
-    return {"what": f"rollouts, {args.inputs} inputs × N = {args.width} × depth {args.depth}, chunks: {label}",
-            "gflop": flops / 1e9, "seconds": m["wall"], "gflop_s": flops / m["wall"] / 1e9,
-            "peak_pct": 100 * flops / m["wall"] / 1e9 / peak, "sys_user": m["sys"] / max(m["user"], 1e-9),
-            "rss_mib": m["rss_mib"]}
+    what = f"rollouts, {args.inputs} inputs × N = {args.width} × depth {args.depth}, chunks: {label}"
+    return {**_rate(what, flops, m["wall"], peak), "sys_user": m["sys"] / max(m["user"], 1e-9), "rss_mib": m["rss_mib"]}
 
 
 def main() -> None:
