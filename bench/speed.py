@@ -3,7 +3,9 @@
     python bench/speed.py [--preset cpu] [--batch 64] [--seq-len 64] [--repeats 20] [--write]
 
 1. Pyro step vs a hand-written torch step of the same loss (bench/handwritten.py), same model, batch and
-   noise (the two losses are checked equal first): ratio of median times per supervision-step update.
+   noise (the two losses are checked equal first): ratio of median times per supervision-step update; and the
+   same at batch 1 and 4 tokens, where the arithmetic is negligible and the difference is Pyro's fixed cost
+   (messengers, sites, traces) per update.
 2. Width: per-trajectory cost of prior rollouts at N = 20 vs N = 1 (N folded into the batch), for 16 inputs
    and for one input (what ``gram solve`` does).
 3. Memory: peak resident memory of training with N_sup = 16 vs N_sup = 4 (fresh subprocess each).
@@ -256,6 +258,7 @@ def main() -> None:
     skip = set(args.skip.split(","))
     parts = {
         "step": step_ratio,
+        "step_tiny": lambda a: step_ratio(argparse.Namespace(**{**vars(a), "batch": 1, "seq_len": 4})),
         "width": lambda a: width_ratio(a, inputs=16),
         "width1": lambda a: width_ratio(a, inputs=1),
         "memory": memory_ratio,
@@ -265,10 +268,12 @@ def main() -> None:
     }
     if args.learning_minutes > 0 or args.learning_from:
         parts["learning"] = learning
-    group = {"width1": "width", "ddp1": "ddp"}
+    group = {"step_tiny": "step", "width1": "width", "ddp1": "ddp"}
     results = {k: fn(args) for k, fn in parts.items() if group.get(k, k) not in skip}
     rows = {
         "step": ("Pyro step / hand-written torch step (same loss, model, batch, noise)", "pyro_ms", "torch_ms", "≤ 1.03"),
+        "step_tiny": ("the same at batch 1, 4 tokens: the difference is Pyro's fixed cost per update (ms)", "pyro_ms",
+                      "torch_ms", "—"),
         "width": ("per-trajectory rollout cost, N = 20 / N = 1, 16 inputs (ms)", "n20_ms_per_traj", "n1_ms_per_traj",
                   "≤ 0.5"),
         "width1": ("per-trajectory rollout cost, N = 20 / N = 1, one input (`gram solve`) (ms)", "n20_ms_per_traj",
