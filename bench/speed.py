@@ -60,8 +60,9 @@ def model_config(args, **changes):
     return build_run_config("bench", sizes, args.preset).model.replace(**changes)
 
 
-def step_ratio(args) -> dict:
-    """Median ms per update: our Trainer step (StepLoss under BatchNoise + AdamW) vs the hand-written one."""
+def step_fns(args):
+    """The two updates compared: (our Trainer step: StepLoss under BatchNoise + AdamW, the hand-written one);
+    each takes the noise seed ``i``.  Their losses are checked equal on the same noise first."""
     x, y = data(args)
     gram = GRAM(model_config(args))
     c = gram.cfg
@@ -87,6 +88,12 @@ def step_ratio(args) -> dict:
         loss.backward()
         opt.step()
 
+    return ours_step, ref_step
+
+
+def step_ratio(args) -> dict:
+    """Median ms per update: our Trainer step (StepLoss under BatchNoise + AdamW) vs the hand-written one."""
+    ours_step, ref_step = step_fns(args)
     times = {"pyro": [], "torch": []}
     for i in range(args.repeats + 2):  # interleaved, first two are warm-up
         for name, fn in (("pyro", ours_step), ("torch", ref_step)):
