@@ -1,6 +1,6 @@
 """Where the Pyro step loses time against the hand-written step: the same operators, timed in situ (issue 18).
 
-    python bench/step_gap.py [--preset cpu] [--batch 64] [--seq-len 64] [--repeats 5] [--rounds 4] [--top 12]
+    python bench/step_gap.py [--preset cpu] [--batch 64] [--seq-len 64] [--repeats 5] [--rounds 4] [--top 12] [--write]
 
 The two updates of ``bench/speed.py`` (our Trainer step and ``bench/handwritten.py``, same model, batch and
 noise) run under ``torch.profiler`` in ``--rounds`` rounds of ``--repeats`` updates each, the order of the two
@@ -21,6 +21,7 @@ from pathlib import Path
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import append_results  # noqa: E402
 from speed import step_fns  # noqa: E402
 
 from gram_cli import setup_runtime  # noqa: E402
@@ -67,16 +68,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="updates profiled per round")
     ap.add_argument("--rounds", type=int, default=4, help="rounds, the order of the two steps alternating")
     ap.add_argument("--top", type=int, default=12, help="operators printed")
+    ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     setup_runtime()
     op_rows, mm_rows = gap(args)
-    print(f"total self-time difference per update: {sum(r[0] for r in op_rows):.2f} ms (Pyro − hand-written)")
-    print("| operator | difference (ms) | calls, Pyro | calls, hand-written |\n|---|---|---|---|")
-    for d, k, a, b in op_rows[: args.top]:
-        print(f"| {k} | {d:.3f} | {a} | {b} |")
-    print("\n| aten::mm input shapes | difference (ms) | Pyro (ms) | hand-written (ms) |\n|---|---|---|---|")
-    for d, k, a, b in mm_rows:
-        print(f"| {k} | {d:.3f} | {a:.2f} | {b:.2f} |")
+    total = f"total self-time difference per update: {sum(r[0] for r in op_rows):.2f} ms (Pyro − hand-written)"
+    lines = ["| operator | difference (ms) | calls, Pyro | calls, hand-written |", "|---|---|---|---|",
+             *[f"| {k} | {d:.3f} | {a} | {b} |" for d, k, a, b in op_rows[: args.top]], "",
+             "| aten::mm input shapes | difference (ms) | Pyro (ms) | hand-written (ms) |", "|---|---|---|---|",
+             *[f"| {k} | {d:.3f} | {a:.2f} | {b:.2f} |" for d, k, a, b in mm_rows]]
+    table = "\n".join(lines)
+    print(total + "\n" + table)
+    if args.write:
+        append_results(f"Pyro step against the hand-written step in situ, preset `{args.preset}`, batch {args.batch}, "
+                       f"sequence {args.seq_len}", table, note=total)
 
 
 if __name__ == "__main__":
