@@ -21,7 +21,7 @@ from pathlib import Path
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_results  # noqa: E402
+from common import append_results, markdown_table  # noqa: E402
 from speed import step_fns  # noqa: E402
 
 from gram_cli import setup_runtime  # noqa: E402
@@ -39,8 +39,8 @@ def self_times(fn, repeats: int) -> tuple[dict, dict]:
     return ops, mm
 
 
-def gap(args) -> tuple[list, list]:
-    """Per-update (difference, Pyro, hand-written) self ms: by operator (with calls) and by mm shape."""
+def gap(args) -> list[list[dict]]:
+    """Rows of per-update self ms, Pyro against hand-written: by operator (with calls) and by mm shape."""
     steps = dict(zip(("pyro", "torch"), step_fns(args)))
     ops = {k: collections.defaultdict(lambda: [0, 0.0]) for k in steps}
     mm = {k: collections.defaultdict(float) for k in steps}
@@ -53,11 +53,13 @@ def gap(args) -> tuple[list, list]:
             for key, ms in m.items():
                 mm[name][key] += ms
     n = args.rounds * args.repeats
-    op_rows = [(ops["pyro"][k][1] / n - ops["torch"][k][1] / n, k, ops["pyro"][k][0] // n, ops["torch"][k][0] // n)
+    op_rows = [{"operator": k, "difference (ms)": (ops["pyro"][k][1] - ops["torch"][k][1]) / n,
+                "calls, Pyro": ops["pyro"][k][0] // n, "calls, hand-written": ops["torch"][k][0] // n}
                for k in set(ops["pyro"]) | set(ops["torch"])]
-    mm_rows = [(mm["pyro"][k] / n - mm["torch"][k] / n, k, mm["pyro"][k] / n, mm["torch"][k] / n)
+    mm_rows = [{"aten::mm input shapes": k, "difference (ms)": (mm["pyro"][k] - mm["torch"][k]) / n,
+                "Pyro (ms)": mm["pyro"][k] / n, "hand-written (ms)": mm["torch"][k] / n}
                for k in set(mm["pyro"]) | set(mm["torch"])]
-    return sorted(op_rows, reverse=True), sorted(mm_rows, reverse=True)
+    return [sorted(rows, key=lambda r: -r["difference (ms)"]) for rows in (op_rows, mm_rows)]
 
 
 def main() -> None:
@@ -72,12 +74,10 @@ def main() -> None:
     args = ap.parse_args()
     setup_runtime()
     op_rows, mm_rows = gap(args)
-    total = f"total self-time difference per update: {sum(r[0] for r in op_rows):.2f} ms (Pyro − hand-written)"
-    lines = ["| operator | difference (ms) | calls, Pyro | calls, hand-written |", "|---|---|---|---|",
-             *[f"| {k} | {d:.3f} | {a} | {b} |" for d, k, a, b in op_rows[: args.top]], "",
-             "| aten::mm input shapes | difference (ms) | Pyro (ms) | hand-written (ms) |", "|---|---|---|---|",
-             *[f"| {k} | {d:.3f} | {a:.2f} | {b:.2f} |" for d, k, a, b in mm_rows]]
-    table = "\n".join(lines)
+    diff = sum(r["difference (ms)"] for r in op_rows)
+    total = f"total self-time difference per update: {diff:.2f} ms (Pyro − hand-written)"
+    table = (markdown_table(op_rows[: args.top], list(op_rows[0])) + "\n\n"
+             + markdown_table(mm_rows, list(mm_rows[0])))
     print(total + "\n" + table)
     if args.write:
         append_results(f"Pyro step against the hand-written step in situ, preset `{args.preset}`, batch {args.batch}, "
