@@ -183,7 +183,7 @@ class GRAM(nn.Module):
                         u, l = self._propose((n, t), carry, e_x, links)
                         if c.stochastic:
                             eps = pyro.sample(f"eps_{n}_{t}", self._model_prior(u, n * c.T + t, t == c.T - 1))  # Eq. 8
-                            u = u + eps  # Eq. 9
+                            u = self._next_h(n * c.T + t, u, eps)  # Eq. 9
                         carry = Carry(u, l)
                 logits = self.decode(carry.h)
                 pyro.deterministic(f"y_hat_{n}", logits.argmax(-1), event_dim=1)
@@ -220,7 +220,7 @@ class GRAM(nn.Module):
                             q = self.posterior(u, e_y)  # q_φ(ε | u, y)
                         else:
                             q = self._model_prior(u, n * c.T + t, last=False)
-                        carry = Carry(u + pyro.sample(f"eps_{n}_{t}", q), l)  # Eq. 8–9
+                        carry = Carry(self._next_h(n * c.T + t, u, pyro.sample(f"eps_{n}_{t}", q)), l)  # Eq. 8–9
         return carry.detach()
 
     # ------------------------------------------------------------------ helpers of model and guide
@@ -259,7 +259,13 @@ class GRAM(nn.Module):
         return compute() if self._recursion is None else self._recursion.propose(key, carry, compute)
 
     def _shared(self, kind: str, i: int, u: torch.Tensor, compute):
-        return compute() if self._recursion is None else self._recursion.prior(kind, i, u, compute)
+        return compute() if self._recursion is None else self._recursion.reuse(kind, i, (u,), compute)
+
+    def _next_h(self, i: int, u: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """h = u + ε (Eq. 9) of transition i; the model reuses the guide's sum when u and ε are the same objects
+        (``shared_recursion``: the model replays the guide's ε), so the next transition finds the guide's state."""
+        compute = lambda: u + eps  # noqa: E731
+        return compute() if self._recursion is None else self._recursion.reuse("h", i, (u, eps), compute)
 
     @contextlib.contextmanager
     def shared_recursion(self):
@@ -279,14 +285,15 @@ class SharedRecursion:
 
     Model and guide run the same deterministic recursion: the guide goes first (``poutine.replay``), and the
     model then finds e_x for the same x, (u, l) for transition (n, t) when its input state (h, l) is the one
-    the guide had (it differs after a transition whose ε came from a different distribution), and the
-    prior (or its mean) for the same u object.  So an ELBO step computes f_L / f_H once.
+    the guide had (it differs after a transition whose ε came from a different distribution), the prior (or its
+    mean) for the same u object, and h = u + ε for the same u and ε objects.  So an ELBO step computes f_L / f_H
+    once, and the model's state after a transition is the guide's tensor (no comparison of values).
     """
 
     def __init__(self):
         self._x = self._e_x = None
         self._proposals: dict[tuple[int, int], tuple[Carry, tuple]] = {}
-        self._priors: dict[tuple[str, int], tuple[torch.Tensor, object]] = {}
+        self._reused: dict[tuple[str, int], tuple[tuple[torch.Tensor, ...], object]] = {}
 
     def encode(self, x: torch.Tensor, compute: Callable):
         if self._x is None or not _same_values(self._x, x):
@@ -301,12 +308,14 @@ class SharedRecursion:
         self._proposals.setdefault(key, (carry, out))
         return out
 
-    def prior(self, kind: str, i: int, u: torch.Tensor, compute: Callable):
-        hit = self._priors.get((kind, i))
-        if hit is not None and hit[0] is u:
+    def reuse(self, kind: str, i: int, inputs: tuple[torch.Tensor, ...], compute: Callable):
+        """``compute()``'s result for ``kind`` at transition i, computed again unless ``inputs`` are the same
+        objects as last time."""
+        hit = self._reused.get((kind, i))
+        if hit is not None and len(hit[0]) == len(inputs) and all(a is b for a, b in zip(hit[0], inputs)):
             return hit[1]
         out = compute()
-        self._priors[(kind, i)] = (u, out)
+        self._reused[(kind, i)] = (inputs, out)
         return out
 
 

@@ -150,6 +150,22 @@ def test_shared_recursion_reuses_a_state_only_when_its_values_match():
     assert rec.propose((0, 0), Carry(h[:1], l[:1]), compute) == 3  # same data pointer, another shape
 
 
+@pytest.mark.parametrize("truncated_from", ["posterior", "prior", "prior_mean"])
+def test_shared_recursion_hands_the_model_the_guides_state_without_comparing_values(monkeypatch, truncated_from):
+    """The model replays the guide's ε, so h = u + ε (Eq. 9) is the guide's tensor and the next transition's state
+    matches by identity: no value comparison (``torch.equal``) and one sum per transition, not two."""
+    gram = tiny(T=3, truncated_from=truncated_from)
+    x, y = batch()
+    compared = []
+    equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: compared.append(1) or equal(a, b))
+    with gram.shared_recursion():
+        terms = TruncatedBalancedELBO().step_terms(gram.model, gram.guide, x, y, n_sup=1)
+    assert compared == []
+    assert terms.model_trace.nodes["_RETURN"]["value"].h.data_ptr() == \
+        terms.guide_trace.nodes["_RETURN"]["value"].h.data_ptr()
+
+
 @pytest.mark.parametrize("truncated_from", ["prior", "prior_mean"])
 def test_shared_recursion_scores_prior_drawn_transitions_with_the_guides_prior(truncated_from):
     """With truncated transitions drawn from the prior, the model reuses that distribution (one prior-head call
