@@ -1,7 +1,7 @@
 """FLOP rates against the machine's peak, and the cost of an evaluation, each measured in one run (issue 18).
 
     python bench/throughput.py [--preset cpu] [--task nqueens-10] [--inputs 100] [--width 20] [--depth 16] [--no-fixed]
-        [--write]
+        [--no-glibc-default] [--write]
 
 1. Peak: median GFLOP/s of a 1024³ float32 matmul in this process.
 2. Training: one batch of the run preset (every supervision-step update: forward, backward, AdamW) on random
@@ -15,15 +15,19 @@
    fresh process each, once with the rollout chunks sized by the element budget
    (``gram_pyro.inference.rows_per_chunk``, the default) and once with the former fixed 4,096 rows: wall time,
    user and system CPU time, peak RSS (the subprocess's own VmHWM), GFLOP/s and percent of peak (FLOPs counted
-   on one input and scaled: every trajectory step costs the same).
+   on one input and scaled: every trajectory step costs the same).  A third rollout row runs the default chunks
+   under glibc's own malloc settings (``GRAM_KEEP_FREED_MEMORY=0``, see below), unless ``--no-glibc-default``.
 
-An untrained model costs what a trained one does, so no training run is needed.
+Every process runs under ``gram_cli.setup_runtime`` as the ``gram`` commands do; the header line says whether
+glibc's malloc was set to keep freed memory (``keep_freed_memory``).  An untrained model costs what a trained one
+does, so no training run is needed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -39,7 +43,7 @@ from common import append_results, markdown_table  # noqa: E402
 
 import gram_tasks as tasks  # noqa: E402
 from gram_pyro import GRAM, prior_rollouts  # noqa: E402
-from gram_cli import setup_runtime  # noqa: E402
+from gram_cli import keep_freed_memory, setup_runtime  # noqa: E402
 from gram_cli.api import task_sizes  # noqa: E402
 from gram_pyro.runconfig import build_run_config  # noqa: E402
 from gram_pyro.config import OptimConfig  # noqa: E402
@@ -156,13 +160,16 @@ def rollout_flops(args) -> float:
     return fc.get_total_flops() * args.inputs * args.depth
 
 
-def rollouts(args, peak: float, chunk: int | None) -> dict:
+def rollouts(args, peak: float, chunk: int | None, glibc_default: bool = False) -> dict:
+    """One rollout subprocess; ``glibc_default`` runs it with ``GRAM_KEEP_FREED_MEMORY=0`` (glibc's own malloc)."""
     spec = {k: getattr(args, k) for k in ("task", "preset", "inputs", "width", "depth")}
+    env = {**os.environ, **({"GRAM_KEEP_FREED_MEMORY": "0"} if glibc_default else {})}
     res = subprocess.run([sys.executable, "-c", ROLLOUT_SCRIPT.format(bench=str(Path(__file__).parent)),
-                          json.dumps({**spec, "chunk": chunk})], capture_output=True, text=True, check=True)
+                          json.dumps({**spec, "chunk": chunk})], capture_output=True, text=True, check=True, env=env)
     m = json.loads(res.stdout.splitlines()[-1])
     flops = rollout_flops(args)
     label = "element budget (default)" if chunk is None else f"fixed {chunk} rows"
+    label += ", glibc's malloc defaults" if glibc_default else ""
     what = f"rollouts, {args.inputs} inputs × N = {args.width} × depth {args.depth}, chunks: {label}"
     return {**_rate(what, flops, m["wall"], peak), "sys_user": m["sys"] / max(m["user"], 1e-9), "rss_mib": m["rss_mib"]}
 
@@ -177,16 +184,21 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-fixed", action="store_true", help="skip the rollouts with the former fixed 4,096-row chunks")
+    ap.add_argument("--no-glibc-default", action="store_true",
+                    help="skip the rollouts under glibc's own malloc settings (GRAM_KEEP_FREED_MEMORY=0)")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     setup_runtime()
     peak = peak_gflops()
     rows = [*training(args, peak), rollouts(args, peak, None)] + ([] if args.no_fixed else [rollouts(args, peak, 4096)])
+    if not args.no_glibc_default and keep_freed_memory():
+        rows.append(rollouts(args, peak, None, glibc_default=True))
     peak_after = peak_gflops()
     keys = ["what", "gflop", "seconds", "gflop_s", "peak_pct", "sys_user", "rss_mib"]
     table = markdown_table(rows, keys)
     note = (f"fp32 1024³ matmul peak {peak:.1f} GFLOP/s before and {peak_after:.1f} after, {torch.get_num_threads()} "
-            f"threads; task `{args.task}` sizes, preset `{args.preset}`; rollouts in a fresh process each")
+            f"threads; task `{args.task}` sizes, preset `{args.preset}`; rollouts in a fresh process each; freed "
+            f"memory kept in the heap (`keep_freed_memory`): {'yes' if keep_freed_memory() else 'no'}")
     print(note)
     print(table)
     if args.write:

@@ -37,13 +37,43 @@ except KeyboardInterrupt:
 
 
 def setup_runtime(validate: bool = False) -> None:
-    """Entry-point hygiene: flush denormals (8x slowdowns seen), threads = cores (or $OMP_NUM_THREADS), Pyro's
-    validation off for production runs (tests keep it on; ``GRAM_VALIDATE=1`` turns it back on)."""
+    """Entry-point hygiene: flush denormals (8x slowdowns seen), threads = cores (or $OMP_NUM_THREADS), freed
+    tensors kept in the heap (:func:`keep_freed_memory`), Pyro's validation off for production runs (tests keep it
+    on; ``GRAM_VALIDATE=1`` turns it back on)."""
     pyro.enable_validation(validate or os.environ.get("GRAM_VALIDATE") == "1")
+    keep_freed_memory()
     torch.set_flush_denormal(True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = os.environ.get("OMP_NUM_THREADS", "")
     torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else max(1, cores))
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory(mmap_mib: int = 64, trim_mib: int = 128) -> bool:
+    """Serve tensors below ``mmap_mib`` MiB from the heap and keep up to ``trim_mib`` MiB of freed heap (glibc only).
+
+    By default glibc maps every block above its mmap threshold afresh and unmaps it when freed, and that threshold
+    adapts only to the largest block freed so far.  Rollouts and training allocate and free activations of a few
+    MiB per transition, so the kernel may zero new pages every step: system time and a higher peak RSS (issue 18;
+    ``bench/throughput.py`` measures both ways in one run; docs/results.md, where the gain varies from run to run).  Left alone with ``GRAM_KEEP_FREED_MEMORY=0``, where
+    the user tuned malloc (``MALLOC_*_`` or ``GLIBC_TUNABLES`` in the environment), or where the C library is not
+    glibc.  Returns whether it applied.
+    """
+    if os.environ.get("GRAM_KEEP_FREED_MEMORY") == "0" or any(
+            k.startswith("MALLOC_") and k.endswith("_") or k == "GLIBC_TUNABLES" for k in os.environ):
+        return False
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            return False
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        return (libc.mallopt(_M_MMAP_THRESHOLD, mmap_mib << 20) == 1
+                and libc.mallopt(_M_TRIM_THRESHOLD, trim_mib << 20) == 1)
+    except (AttributeError, OSError, TypeError, ValueError):  # no confstr name, no libc symbol
+        return False
 
 
 def _sampling_options(p: argparse.ArgumentParser) -> None:
