@@ -191,7 +191,9 @@ class OptimConfig:
     """AdamW, warm-up, clipping and EMA settings (gram-paper.md §7; betas (0.9, 0.95) as TRM, ❓ in GRAM).
 
     ``ema_decay`` > 0 keeps an exponential moving average of the weights, updated after every optimiser
-    step; evaluation and the final model use the EMA weights (the paper evaluates with them).  The defaults
+    step; evaluation and the final model use the EMA weights (the paper evaluates with them).  ``decay`` is the
+    learning rate after the warm-up: ``constant`` (TRM's schedule) or ``cosine``, from ``lr`` down to
+    ``min_lr_ratio``·lr at the run's last update (``train.batches`` batches).  The defaults
     are the ``cpu`` run preset's optimiser (gram_pyro/configs/cpu.yaml); ``run_preset("paper")`` has the paper's.
     """
 
@@ -202,6 +204,8 @@ class OptimConfig:
     warmup: int = 10
     batch_size: int = 64
     ema_decay: float = 0.98
+    decay: str = "constant"  # constant | cosine
+    min_lr_ratio: float = 0.1
     # The puzzle embeddings' sparse sign-SGD (gram_pyro/puzzle_embedding.py; TRM's ARC values): its own lr,
     # with the same warm-up, and decoupled weight decay on the rows each update touches.
     puzzle_lr: float = 1e-2
@@ -220,6 +224,10 @@ class OptimConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.decay not in ("constant", "cosine"):
+            raise ValueError(f"config key optim.decay expects constant or cosine, got {self.decay!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,8 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.module = torch.nn.parallel.DistributedDataParallel(self.step_loss, device_ids=ids)
-        self.opt, self.sched = make_optimizer(self.gram, optim)
+        updates_per_batch = 1 if not gram.cfg.deep_supervision else gram.cfg.N_sup
+        self.opt, self.sched = make_optimizer(self.gram, optim, train.batches * updates_per_batch)
         self.ema = EMA(self.gram, optim.ema_decay) if optim.ema_decay > 0 else None
         self.batch = 0  # batches completed
         self.step = 0  # optimiser updates completed
@@ -341,7 +342,7 @@ def fit(gram: GRAM, x: torch.Tensor, y: torch.Tensor, num_batches: int, oc: Opti
     ``augment(x, y, rng) -> (x, y)`` on numpy arrays; ``on_log(record)`` sees every batch summary.  The
     model holds the EMA weights afterwards when ``oc.ema_decay`` > 0.
     """
-    train = dataclasses.replace(IN_MEMORY, seed=seed)
+    train = dataclasses.replace(IN_MEMORY, seed=seed, batches=max(1, num_batches))  # a cosine decay's span
     trainer = Trainer(gram, x, y, oc, train, augment=augment, reward_fn=reward_fn, on_batch=on_log)
     trainer.run(num_batches)
     trainer.finalize()

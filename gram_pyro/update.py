@@ -15,6 +15,7 @@ a run's randomness depends on the seed and step only — not on the number of pr
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -52,11 +53,23 @@ class EMA:
         module.load_state_dict(self.shadow, strict=False)
 
 
-def make_optimizer(gram: GRAM, oc: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with a linear warm-up to a constant learning rate (TRM's schedule)."""
+def make_optimizer(gram: GRAM, oc: OptimConfig, total_updates: int | None = None
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with a linear warm-up, then a constant learning rate (TRM's schedule) or, with ``oc.decay="cosine"``,
+    a cosine from lr to ``oc.min_lr_ratio``·lr at the last of ``total_updates`` updates (required then; held after)."""
     opt = torch.optim.AdamW(gram.parameters(), lr=oc.lr, weight_decay=oc.weight_decay, betas=oc.betas)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, oc.warmup)))
-    return opt, sched
+    if oc.decay == "cosine" and not total_updates:
+        raise ValueError("optim.decay=cosine needs the run's number of updates")
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(oc, s, total_updates))
+
+
+def lr_factor(oc: OptimConfig, s: int, total_updates: int | None) -> float:
+    """The learning rate of update ``s`` (from 0) as a fraction of ``oc.lr``."""
+    warm = min(1.0, (s + 1) / max(1, oc.warmup))
+    if oc.decay == "constant" or s < oc.warmup:
+        return warm
+    progress = min(1.0, (s - oc.warmup) / max(1, total_updates - 1 - oc.warmup))
+    return oc.min_lr_ratio + (1.0 - oc.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def exact_match(x: torch.Tensor, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

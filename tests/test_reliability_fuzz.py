@@ -77,14 +77,14 @@ SECTIONS = ["model", "optim", "train"]
 FIELDS = ["D", "K", "T", "N_sup", "mode", "beta", "alpha", "prior", "prior_args", "mixer", "decoder", "n_heads",
           "D_h", "n_layers", "seq_hidden", "sigma_min", "sigma_init", "sigma_max", "guide_only_sigma", "seed",
           "n_prefix", "truncated_from", "deep_supervision", "vocab_size", "preset", "lr", "betas", "clip",
-          "warmup", "batch_size", "ema_decay", "weight_decay", "batches", "eval_every", "eval_width",
-          "eval_inputs", "checkpoint_every", "augment", "device", "bf16", "nan_policy", "max_skips"]
+          "warmup", "batch_size", "ema_decay", "decay", "min_lr_ratio", "weight_decay", "batches", "eval_every",
+          "eval_width", "eval_inputs", "checkpoint_every", "augment", "device", "bf16", "nan_policy", "max_skips"]
 VALUES = st.one_of(
     st.text(max_size=12),
     st.integers(-5, 10**6).map(str),
     st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False).map(repr),
     st.sampled_from(["true", "no", "none", "paper", "cpu", "gram", "flat", "mlp", "0.9,0.95", "0.9", "df=3",
-                     "df=3,scale=2", "stop", "skip", "auto", "cuda", "1e-3", "", " 8 ", "1_000"]),
+                     "df=3,scale=2", "stop", "skip", "auto", "cuda", "cosine", "1e-3", "", " 8 ", "1_000"]),
 )
 NO_BREAKS = st.text(alphabet=st.characters(blacklist_characters=LINE_BREAKS + "="), min_size=1, max_size=10)
 NAMES = NO_BREAKS.filter(lambda s: s.strip() == s)

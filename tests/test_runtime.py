@@ -262,3 +262,45 @@ def test_selected_answers_report_validity_and_conflicts():
     assert out["lprm_conflicts"] == int((x == 2).sum())
     assert "vote_conflicts" not in api._selected_metrics(tasks.get_task("toy-perm-4"), np.zeros((1, 4), int),
                                                          {"vote": torch.zeros(1, 4, dtype=torch.long)})
+
+
+def test_keep_freed_memory_tunes_glibc_and_leaves_a_users_malloc_settings_alone(monkeypatch):
+    """The guarantee tested: on glibc both mallopt calls succeed (mallopt returns 1); with a ``MALLOC_*_`` variable
+    , ``GLIBC_TUNABLES`` or ``GRAM_KEEP_FREED_MEMORY=0`` set, nothing is changed.  Its effect on time and memory is measured by bench/throughput.py."""
+    from gram_cli import keep_freed_memory
+
+    for k in [k for k in os.environ if k.startswith("MALLOC_") and k.endswith("_") or k == "GLIBC_TUNABLES"]:
+        monkeypatch.delenv(k)
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (AttributeError, ValueError):
+        glibc = False
+    assert keep_freed_memory() is glibc
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "0")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TOP_PAD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.setenv("GRAM_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False
+
+
+def test_cosine_decay_runs_from_lr_after_the_warm_up_to_min_lr_ratio_at_the_last_update():
+    from gram_pyro.update import lr_factor
+
+    oc = OptimConfig(decay="cosine", warmup=4, min_lr_ratio=0.1)
+    factors = [lr_factor(oc, s, 24) for s in range(30)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0]) and factors[4] == 1.0
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert factors[22] > 0.1 and factors[23] == pytest.approx(0.1) and factors[29] == pytest.approx(0.1)
+    assert [lr_factor(OptimConfig(warmup=4), s, None) for s in (3, 4, 29)] == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="optim.decay expects constant or cosine"):
+        OptimConfig(decay="linear")
+    x = torch.randint(2, 5, (16, 5), generator=torch.Generator().manual_seed(0))
+    gram = tiny(N_sup=2, T=1, K=1)
+    oc = OptimConfig(decay="cosine", warmup=1, batch_size=8, min_lr_ratio=0.25)
+    t = Trainer(gram, x, x[:, :4] + 1, oc, TrainConfig(batches=3, eval_every=0, checkpoint_every=0, device="cpu"))
+    t.run(3)  # 3 batches x N_sup = 2 updates; the scheduler has stepped past the last one, which used the floor
+    assert t.step == 6 and t.sched.get_last_lr()[0] == pytest.approx(oc.lr * 0.25, rel=1e-6)
+    assert lr_factor(oc, 5, 6) == pytest.approx(0.25) and lr_factor(oc, 4, 6) > 0.25
