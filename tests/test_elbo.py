@@ -153,7 +153,7 @@ def test_shared_recursion_reuses_a_state_only_when_its_values_match():
 @pytest.mark.parametrize("truncated_from", ["posterior", "prior", "prior_mean"])
 def test_shared_recursion_hands_the_model_the_guides_state_without_comparing_values(monkeypatch, truncated_from):
     """The model replays the guide's ε, so h = u + ε (Eq. 9) is the guide's tensor and the next transition's state
-    matches by identity: no value comparison (``torch.equal``) and one sum per transition, not two."""
+    matches by identity: no value comparison (``torch.equal``), and the model returns the guide's final h."""
     gram = tiny(T=3, truncated_from=truncated_from)
     x, y = batch()
     compared = []

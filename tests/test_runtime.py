@@ -265,8 +265,9 @@ def test_selected_answers_report_validity_and_conflicts():
 
 
 def test_keep_freed_memory_tunes_glibc_and_leaves_a_users_malloc_settings_alone(monkeypatch):
-    """The guarantee tested: on glibc both mallopt calls succeed (mallopt returns 1); with a ``MALLOC_*_`` variable
-    , ``GLIBC_TUNABLES`` or ``GRAM_KEEP_FREED_MEMORY=0`` set, nothing is changed.  Its effect on time and memory is measured by bench/throughput.py."""
+    """The guarantee tested: on glibc both mallopt calls succeed (mallopt returns 1); with a ``MALLOC_*_``
+    variable, ``GLIBC_TUNABLES`` or ``GRAM_KEEP_FREED_MEMORY=0`` set, nothing is changed.  Its effect on time and
+    memory is measured by bench/throughput.py, not here."""
     from gram_cli import keep_freed_memory
 
     for k in [k for k in os.environ if k.startswith("MALLOC_") and k.endswith("_") or k == "GLIBC_TUNABLES"]:
