@@ -189,16 +189,17 @@ def main() -> None:
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     setup_runtime()
+    kept = keep_freed_memory()  # what setup_runtime did: True where it applied
     peak = peak_gflops()
     rows = [*training(args, peak), rollouts(args, peak, None)] + ([] if args.no_fixed else [rollouts(args, peak, 4096)])
-    if not args.no_glibc_default and keep_freed_memory():
+    if not args.no_glibc_default and kept:
         rows.append(rollouts(args, peak, None, glibc_default=True))
     peak_after = peak_gflops()
     keys = ["what", "gflop", "seconds", "gflop_s", "peak_pct", "sys_user", "rss_mib"]
     table = markdown_table(rows, keys)
     note = (f"fp32 1024³ matmul peak {peak:.1f} GFLOP/s before and {peak_after:.1f} after, {torch.get_num_threads()} "
             f"threads; task `{args.task}` sizes, preset `{args.preset}`; rollouts in a fresh process each; freed "
-            f"memory kept in the heap (`keep_freed_memory`): {'yes' if keep_freed_memory() else 'no'}")
+            f"memory kept in the heap (`keep_freed_memory`): {'yes' if kept else 'no'}")
     print(note)
     print(table)
     if args.write:

@@ -122,8 +122,8 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.module = torch.nn.parallel.DistributedDataParallel(self.step_loss, device_ids=ids)
-        updates_per_batch = 1 if not gram.cfg.deep_supervision else gram.cfg.N_sup
-        self.opt, self.sched = make_optimizer(self.gram, optim, train.batches * updates_per_batch)
+        self.updates_per_batch = gram.cfg.N_sup if gram.cfg.deep_supervision else 1
+        self.opt, self.sched = make_optimizer(self.gram, optim, train.batches * self.updates_per_batch)
         self.ema = EMA(self.gram, optim.ema_decay) if optim.ema_decay > 0 else None
         self.batch = 0  # batches completed
         self.step = 0  # optimiser updates completed
@@ -200,13 +200,12 @@ class Trainer:
         """
         self.gram.train()
         spent = 0.0
-        steps = self.gram.cfg.N_sup if self.gram.cfg.deep_supervision else 1
         bar = tqdm(total=num_batches, initial=self.batch, desc="train", disable=not self.progress or self.rank)
         while self.batch < num_batches:
             xb, yb = self.batch_rows(self.batch)
             carry, recs, t0, c0 = None, [], time.perf_counter(), time.process_time()
             try:
-                for n in range(steps):
+                for n in range(self.updates_per_batch):
                     carry, stats = self._update(xb, yb, carry, n)
                     rec = {"kind": "train", "step": self.step - 1, "batch": self.batch, "n": n,
                            "beta": self.gram.cfg.beta, **stats}
