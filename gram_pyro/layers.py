@@ -28,11 +28,14 @@ class SwiGLU(nn.Module):
         self.w2 = nn.Linear(d_hidden, d_out or d_in, bias=out_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.w13(x).chunk(2, dim=-1)
         if torch.is_grad_enabled():
-            return self.w2(F.silu(a) * b)
-        # Rollouts (no autograd): gate in place on w13's output, the same values with two fewer temporaries of
-        # the block's largest activation (issue 18: elementwise passes and allocation churn, docs/results.md)
+            # Training: w1 x and w3 x as two matmuls on the halves of w13's weight, so the backward pass does not
+            # concatenate their gradients (issue 18, docs/results.md)
+            w1, w3 = self.w13.weight.chunk(2, dim=0)
+            return self.w2(F.silu(F.linear(x, w1)) * F.linear(x, w3))
+        # Rollouts (no autograd): one matmul and the gate in place on its output, the same values with two fewer
+        # temporaries of the block's largest activation (issue 18: elementwise passes and allocation churn)
+        a, b = self.w13(x).chunk(2, dim=-1)
         return self.w2(F.silu(a, inplace=True).mul_(b))
 
 
@@ -99,7 +102,9 @@ class SequenceMLP(nn.Module):
         self.mlp = SwiGLU(S, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x.transpose(-1, -2)).transpose(-1, -2)
+        # one explicit copy of the transposed input (a matmul would make it anyway), so that SwiGLU's two training
+        # matmuls do not copy it twice
+        return self.mlp(x.transpose(-1, -2).contiguous()).transpose(-1, -2)
 
 
 class Block(nn.Module):

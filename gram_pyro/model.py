@@ -187,9 +187,10 @@ class GRAM(nn.Module):
                         carry = Carry(u, l)
                 logits = self.decode(carry.h)
                 pyro.deterministic(f"y_hat_{n}", logits.argmax(-1), event_dim=1)
-                with torch.no_grad():  # read-outs of a detached h, [B]: batch dimension only
-                    pyro.deterministic(f"halt_{n}", torch.sigmoid(self.halt_logit(carry.h)), event_dim=0)
-                    pyro.deterministic(f"value_{n}", self.value(carry.h), event_dim=0)
+                if readout_sites():
+                    with torch.no_grad():  # read-outs of a detached h, [B]: batch dimension only
+                        pyro.deterministic(f"halt_{n}", torch.sigmoid(self.halt_logit(carry.h)), event_dim=0)
+                        pyro.deterministic(f"value_{n}", self.value(carry.h), event_dim=0)
                 if c.deep_supervision or n == step_offset + n_sup - 1:
                     pyro.sample(f"y_{n}", dist.Categorical(logits=logits).to_event(1), obs=y)  # p_θ(y | z_T^(n))
         return carry.detach()
@@ -229,14 +230,17 @@ class GRAM(nn.Module):
 
         Only the last transition (t = T−1) keeps the gradient and its KL; the T−1 before it run without
         gradient and are masked out of the ELBO (``poutine.mask``).  β scales the latent sites
-        (``poutine.scale``).  Observed sites are outside the scope.
+        (``poutine.scale``).  Observed sites are outside the scope.  A handler that would change nothing (the
+        last transition's mask, β = 1) is not entered: fewer messengers per site (issue 18).
         """
         grad = torch.is_grad_enabled()
 
         @contextlib.contextmanager
         def scope(t: int):
             last = t == self.cfg.T - 1
-            with torch.set_grad_enabled(grad and last), poutine.mask(mask=last), poutine.scale(scale=beta):
+            mask = contextlib.nullcontext() if last else poutine.mask(mask=False)
+            scale = contextlib.nullcontext() if beta == 1.0 else poutine.scale(scale=beta)
+            with torch.set_grad_enabled(grad and last), mask, scale:
                 yield
 
         return scope
@@ -319,26 +323,33 @@ class SharedRecursion:
         return out
 
 
-_PARAM_SITES = contextvars.ContextVar("gram_param_sites", default=True)
+_UPDATE_PROGRAM = contextvars.ContextVar("gram_update_program", default=False)
 
 
 def register_params(module: nn.Module) -> None:
     """``pyro.module``: every parameter of ``module`` a param site of the running trace, which is how Pyro's
-    optimisers (``pyro.infer.SVI``) find them.  Skipped inside :func:`without_param_sites`."""
-    if _PARAM_SITES.get():
+    optimisers (``pyro.infer.SVI``) find them.  Skipped inside :func:`update_program`."""
+    if not _UPDATE_PROGRAM.get():
         pyro.module(module.pyro_name, module)
 
 
+def readout_sites() -> bool:
+    """Whether the model records its read-outs of h (the ``halt_{n}`` and ``value_{n}`` deterministic sites that
+    prior rollouts return): everywhere but inside :func:`update_program`."""
+    return not _UPDATE_PROGRAM.get()
+
+
 @contextlib.contextmanager
-def without_param_sites():
-    """Run model and guide without param sites: for a torch optimiser that steps ``module.parameters()``
-    directly (``gram_pyro.update.StepLoss``, the Trainer), the ~30 ``pyro.param`` calls per program are overhead.
-    Losses and gradients are unchanged."""
-    token = _PARAM_SITES.set(False)
+def update_program():
+    """Run model and guide as one optimiser update of ``gram_pyro.update.StepLoss`` needs them (issue 18: Python
+    work per update): no ``pyro.param`` sites (its torch optimiser steps ``module.parameters()`` directly; ~30 calls
+    per program) and no halt/value read-out sites (StepLoss fits those heads on the carry itself).  Losses and
+    gradients are unchanged; ``pyro.infer.SVI`` and ``Predictive`` see the full program."""
+    token = _UPDATE_PROGRAM.set(True)
     try:
         yield
     finally:
-        _PARAM_SITES.reset(token)
+        _UPDATE_PROGRAM.reset(token)
 
 
 def _same_state(a: Carry, b: Carry) -> bool:

@@ -239,22 +239,25 @@ def test_lean_trace_path_without_validation_gives_the_same_loss():
     assert lean == pytest.approx(checked, rel=1e-6)
 
 
-def test_without_param_sites_changes_no_loss_and_no_gradient():
-    """StepLoss runs model and guide without pyro.param sites (its torch optimiser steps gram.parameters());
-    the loss and every gradient are the same as with them, and SVI's route keeps its param sites."""
-    from gram_pyro.model import without_param_sites
+def test_update_program_changes_no_loss_and_no_gradient():
+    """StepLoss runs model and guide as an update program: no pyro.param sites (its torch optimiser steps
+    gram.parameters()) and no halt/value read-out sites; the loss and every gradient are the same as with them,
+    and SVI's route keeps both."""
+    from gram_pyro.model import update_program
 
     gram = tiny()
     x, y = batch()
     grads = []
-    for sites in (True, False):
+    for full in (True, False):
         gram.zero_grad()
         pyro.set_rng_seed(0)
-        with gram.shared_recursion(), (contextlib.nullcontext() if sites else without_param_sites()):
+        with gram.shared_recursion(), (contextlib.nullcontext() if full else update_program()):
             terms = TruncatedBalancedELBO().step_terms(gram.model, gram.guide, x, y, n_sup=1)
         terms.loss.backward()
         params = [n for n, s in terms.guide_trace.nodes.items() if s["type"] == "param"]
-        assert bool(params) == sites
+        assert bool(params) == full
+        assert ("halt_0" in terms.model_trace.nodes) == full and ("value_0" in terms.model_trace.nodes) == full
+        assert "y_hat_0" in terms.model_trace.nodes
         grads.append((float(terms.loss), [p.grad.clone() for p in gram.parameters() if p.grad is not None]))
     (loss_a, ga), (loss_b, gb) = grads
     assert loss_a == pytest.approx(loss_b, rel=1e-6) and len(ga) == len(gb)

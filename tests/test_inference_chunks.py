@@ -67,3 +67,18 @@ def test_swiglu_in_place_path_matches_the_autograd_path():
     slow = f(v)
     assert slow.requires_grad and not fast.requires_grad
     assert torch.allclose(fast, slow.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_swiglu_computes_w2_of_silu_w1x_times_w3x_from_the_halves_of_w13():
+    """The two matmuls on w13's halves (issue 18) are the SwiGLU of one [2·D_h] projection chunked in two: the same
+    output and gradients up to float rounding (1e-5 relative)."""
+    torch.manual_seed(0)
+    f, v = SwiGLU(8, 16), torch.randn(4, 5, 8, requires_grad=True)
+    a, b = f.w13(v).chunk(2, dim=-1)
+    ref = f.w2(torch.nn.functional.silu(a) * b)
+    ref_grads = torch.autograd.grad(ref.square().sum(), (v, f.w13.weight, f.w2.weight))
+    out = f(v)
+    grads = torch.autograd.grad(out.square().sum(), (v, f.w13.weight, f.w2.weight))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)

@@ -305,3 +305,26 @@ def test_cosine_decay_runs_from_lr_after_the_warm_up_to_min_lr_ratio_at_the_last
     t.run(3)  # 3 batches x N_sup = 2 updates; the scheduler has stepped past the last one, which used the floor
     assert t.step == 6 and t.sched.get_last_lr()[0] == pytest.approx(oc.lr * 0.25, rel=1e-6)
     assert lr_factor(oc, 5, 6) == pytest.approx(0.25) and lr_factor(oc, 4, 6) > 0.25
+
+
+def test_make_optimizer_runs_adamw_fused_on_the_cpu_with_the_per_tensor_update():
+    """The fused AdamW kernel (issue 18) gives the per-tensor loop's parameters to float rounding (1e-6 relative)
+    after five updates from the same state and gradients; bitwise equality is not claimed."""
+    from gram_pyro.update import make_optimizer
+
+    gram, ref = tiny(N_sup=2, T=1, K=1), tiny(N_sup=2, T=1, K=1)
+    ref.load_state_dict(gram.state_dict())
+    oc = OptimConfig(warmup=2)
+    opt, sched = make_optimizer(gram, oc)
+    assert opt.param_groups[0]["fused"] is True
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=oc.lr, weight_decay=oc.weight_decay, betas=oc.betas,
+                                foreach=False)
+    ref_sched = torch.optim.lr_scheduler.LambdaLR(ref_opt, sched.lr_lambdas[0])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for p, q in zip(gram.parameters(), ref.parameters()):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        opt.step(), sched.step(), ref_opt.step(), ref_sched.step()
+    for p, q in zip(gram.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

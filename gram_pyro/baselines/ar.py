@@ -25,7 +25,7 @@ from torch import nn
 
 from gram_pyro.baselines.base import ACTCarry, Baseline
 from gram_pyro.layers import Attention, SwiGLU, apply_rope, rms_norm
-from gram_pyro.model import register_params
+from gram_pyro.model import readout_sites, register_params
 
 
 class CausalAttention(Attention):
@@ -140,7 +140,8 @@ class ARTransformer(Baseline):
                 logits, q = self.decode(h), self.q_logits(h)
                 pyro.deterministic(f"y_hat_{n}", v if y is None else logits.argmax(-1), event_dim=1)
                 pyro.deterministic(f"q_{n}", q, event_dim=1)
-                with torch.no_grad():
-                    pyro.deterministic(f"halt_{n}", torch.sigmoid(self.halt_score(q)), event_dim=0)
-                    pyro.deterministic(f"value_{n}", self.value(h), event_dim=0)
+                if readout_sites():
+                    with torch.no_grad():
+                        pyro.deterministic(f"halt_{n}", torch.sigmoid(self.halt_score(q)), event_dim=0)
+                        pyro.deterministic(f"value_{n}", self.value(h), event_dim=0)
         return ACTCarry(h.detach())

@@ -30,7 +30,7 @@ from torch import nn
 
 from gram_pyro.config import GRAMConfig
 from gram_pyro.layers import SwiGLU, lecun_init_
-from gram_pyro.model import register_params
+from gram_pyro.model import readout_sites, register_params
 from gram_pyro.puzzle_embedding import PuzzleEmbedding
 
 _NAMES = itertools.count()
@@ -144,9 +144,10 @@ class Baseline(nn.Module):
                 logits, q = self.decode(h), self.q_logits(h)
                 pyro.deterministic(f"y_hat_{n}", logits.argmax(-1), event_dim=1)
                 pyro.deterministic(f"q_{n}", q, event_dim=1)
-                with torch.no_grad():
-                    pyro.deterministic(f"halt_{n}", torch.sigmoid(self.halt_score(q)), event_dim=0)
-                    pyro.deterministic(f"value_{n}", self.value(h), event_dim=0)
+                if readout_sites():
+                    with torch.no_grad():
+                        pyro.deterministic(f"halt_{n}", torch.sigmoid(self.halt_score(q)), event_dim=0)
+                        pyro.deterministic(f"value_{n}", self.value(h), event_dim=0)
                 if c.deep_supervision or n == last_step:
                     running = True if carry.halted is None else ~carry.halted
                     with poutine.mask(mask=running):
