@@ -193,17 +193,18 @@ class OptimConfig:
     ``ema_decay`` > 0 keeps an exponential moving average of the weights, updated after every optimiser
     step; evaluation and the final model use the EMA weights (the paper evaluates with them).  ``decay`` is the
     learning rate after the warm-up: ``constant`` (TRM's schedule) or ``cosine``, from ``lr`` down to
-    ``min_lr_ratio``·lr at the run's last update (``train.batches`` batches).  The defaults
-    are the ``cpu`` run preset's optimiser (gram_pyro/configs/cpu.yaml); ``run_preset("paper")`` has the paper's.
+    ``min_lr_ratio``·lr at the run's last update (``train.batches`` batches); ``warmup`` counts updates (N_sup per
+    batch).  The defaults are the ``cpu`` run preset's optimiser (gram_pyro/configs/cpu.yaml: lr 4e-3 after 200
+    warm-up updates, EMA decay 0.995; issue 18); ``run_preset("paper")`` has the paper's.
     """
 
-    lr: float = 2e-3
+    lr: float = 4e-3
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     clip: float = 1.0
-    warmup: int = 10
+    warmup: int = 200
     batch_size: int = 64
-    ema_decay: float = 0.98
+    ema_decay: float = 0.995
     decay: str = "constant"  # constant | cosine
     min_lr_ratio: float = 0.1
     # The puzzle embeddings' sparse sign-SGD (gram_pyro/puzzle_embedding.py; TRM's ARC values): its own lr,
