@@ -203,20 +203,24 @@ def cpu_minutes_to(history: Path, target: float) -> tuple[float | None, int | No
     return None, None, best
 
 
-def learning(args) -> list[dict]:
-    """Item 6: time to ``--target`` validity, from ``--learning-from`` or fresh nqueens-8 runs, one per seed of
-    ``--learning-seeds`` (model and data order; one after another): the time varies from seed to seed."""
+def learning_run(args, seed: int) -> Path:
+    """A fresh nqueens-8 run of ``--learning-minutes`` CPU minutes with ``seed`` (model and data order)."""
     from gram_cli import api
 
-    runs = [(None, Path(args.learning_from))] if args.learning_from else []
-    for seed in ([] if args.learning_from else [int(s) for s in args.learning_seeds.split(",")]):
-        run = Path(tempfile.mkdtemp(prefix="gram-speed-")) / "nq8"
-        sets = [f"train.eval_every={args.learning_every}", "train.batches=100000", "train.checkpoint_every=0",
-                f"train.eval_inputs={args.learning_inputs}", f"model.seed={seed}", f"train.seed={seed}",
-                *args.learning_set]
-        api.fit("nqueens-8", run, preset=args.preset, sets=sets, progress=False,
-                max_cpu_seconds=args.learning_minutes * 60)
-        runs.append((seed, run))
+    run = Path(tempfile.mkdtemp(prefix="gram-speed-")) / "nq8"
+    sets = [f"train.eval_every={args.learning_every}", "train.batches=100000", "train.checkpoint_every=0",
+            f"train.eval_inputs={args.learning_inputs}", f"model.seed={seed}", f"train.seed={seed}", *args.learning_set]
+    api.fit("nqueens-8", run, preset=args.preset, sets=sets, progress=False, max_cpu_seconds=args.learning_minutes * 60)
+    return run
+
+
+def learning(args) -> list[dict]:
+    """Item 6: time to ``--target`` validity, from ``--learning-from`` or fresh runs, one per seed of
+    ``--learning-seeds`` (one after another): the time varies from seed to seed."""
+    if args.learning_from:
+        runs = [(None, Path(args.learning_from))]
+    else:
+        runs = [(seed, learning_run(args, seed)) for seed in (int(s) for s in args.learning_seeds.split(","))]
     out = []
     for seed, run in runs:
         minutes, batch, best = cpu_minutes_to(run / "history.jsonl", args.target)
