@@ -316,6 +316,8 @@ def main() -> None:
         ap.error(f"--learning-from: no history.jsonl in {', '.join(missing)}")
     if args.learning_jobs < 1:
         ap.error("--learning-jobs must be at least 1")
+    if not all(seed.strip().lstrip("-").isdigit() for seed in args.learning_seeds.split(",")):
+        ap.error(f"--learning-seeds expects comma-separated integers, got {args.learning_seeds!r}")
     setup_runtime()
     skip = set(args.skip.split(","))
     parts = {
