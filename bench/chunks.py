@@ -76,6 +76,10 @@ def main() -> None:
         ap.error(f"--budgets expects comma-separated integers (log2 of element budgets), got {args.budgets!r}")
     if not all(2**10 <= b <= 2**30 for b in budgets) or min(args.inputs, args.width, args.depth, args.rounds) < 1:
         ap.error("budgets must lie in 2^10..2^30, and inputs, width, depth and rounds must be at least 1")
+    known = tasks.list_tasks()
+    unknown = [t for t in args.tasks.split(",") if t not in known]
+    if unknown:
+        ap.error(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(known)}")
     setup_runtime()
     rows = [row for task in args.tasks.split(",") for row in time_budgets(args, task, budgets)]
     table = markdown_table(rows, ["task", "budget", "rows_per_chunk", "widest_mib", "seconds", "ratio", "rounds"])
