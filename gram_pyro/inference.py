@@ -76,7 +76,8 @@ class Rollouts:
 CHUNK_ELEMENTS = 2**21
 """Rollout chunk budget: float32 elements (8 MiB) in a chunk's widest activation (see :func:`rows_per_chunk`).
 ``bench/chunks.py`` times 2^19..2^23: 2^21 was 4–12 % faster than 2^22 on N-Queens 8 and 10, Sudoku 9×9 and
-graph colouring (attention), at one and two threads (issue 18, docs/results.md "Rollout chunk budgets")."""
+graph colouring (attention) at two threads, and on N-Queens at one (issue 18, docs/results.md, "Rollout chunk
+budgets")."""
 
 
 def rows_per_chunk(cfg, budget: int = CHUNK_ELEMENTS) -> int:
