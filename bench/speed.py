@@ -227,27 +227,26 @@ def run_seed(run: Path) -> int | None:
         return None
 
 
-def learning_seed(args, seed: int, threads: int) -> Path:
-    """:func:`learning_run` in a worker process of ``--learning-jobs``, with ``threads`` torch threads."""
+def learning_seed(args, seed: int) -> Path:
+    """:func:`learning_run` in a worker process of ``--learning-jobs``: one thread per process, as
+    ``bench/quality.py --jobs`` (the processes share the cores)."""
     setup_runtime()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
     return learning_run(args, seed)
 
 
 def learning(args) -> list[dict]:
     """Item 6: time to ``--target`` validity, from the runs of ``--learning-from`` or fresh runs, one per seed of
-    ``--learning-seeds`` (the time varies from seed to seed), ``--learning-jobs`` at a time, each with its share
-    of the cores."""
+    ``--learning-seeds`` (the time varies from seed to seed), ``--learning-jobs`` at a time (one thread
+    each)."""
     if args.learning_from:
         runs = [(run_seed(Path(p)), Path(p)) for p in args.learning_from.split(",")]
     else:
         seeds = [int(s) for s in args.learning_seeds.split(",")]
         if args.learning_jobs > 1:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            threads = max(1, cores // args.learning_jobs)
             spawn = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(args.learning_jobs, mp_context=spawn) as pool:
-                paths = list(pool.map(learning_seed, [args] * len(seeds), seeds, [threads] * len(seeds)))
+                paths = list(pool.map(learning_seed, [args] * len(seeds), seeds))
         else:
             paths = [learning_run(args, seed) for seed in seeds]
         runs = list(zip(seeds, paths))
@@ -308,7 +307,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--learning-set", action="append", default=[], help="a --set KEY=VALUE for the learning run")
     ap.add_argument("--learning-seeds", default="0", help="comma-separated seeds: one learning run each")
-    ap.add_argument("--learning-jobs", type=int, default=1, help="learning runs at a time, sharing the cores")
+    ap.add_argument("--learning-jobs", type=int, default=1, help="learning runs at a time, one thread each")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     missing = [r for r in filter(None, args.learning_from.split(",")) if not (Path(r) / "history.jsonl").is_file()]
